@@ -1,0 +1,151 @@
+"""Blobs through the mirror: the local cache, then peers, then upstreams — each digest fetched once.
+
+Digests are immutable, so a cached blob is served without asking anyone. A miss starts one detached
+download that writes (and hashes) into a temp file; every client that wants the blob follows that file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from mirror import metrics
+from mirror.oci.errors import BlobUnknown, Unavailable
+from mirror.oci.reference import Digest
+from mirror.proxy.inflight import Download, InflightTable
+from mirror.proxy.peers import PeerSource
+from mirror.store.files import FileStore, IntegrityError
+from mirror.upstream.client import UpstreamClient
+
+log = logging.getLogger("shoal.blobs")
+
+
+@dataclass(slots=True)
+class CachedBlob:
+    fd: int
+    size: int
+
+
+@dataclass(slots=True)
+class FollowedBlob:
+    """A blob still downloading; ``fd`` reads its temp file, the download says how far it may be read."""
+
+    fd: int
+    download: Download
+
+
+class BlobService:
+    def __init__(self, store: FileStore, upstream: UpstreamClient, peers: PeerSource | None = None) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.peers = peers
+        self.inflight = InflightTable()
+
+    def cached(self, digest: Digest) -> CachedBlob | None:
+        opened = self.store.open_blob(digest)
+        return CachedBlob(*opened) if opened else None
+
+    async def open(self, registry: str, repository: str, digest: Digest) -> CachedBlob | FollowedBlob:
+        """The blob from cache, or a handle on its (possibly new) download once its size is known."""
+        hit = self.cached(digest)
+        if hit:
+            metrics.CACHE.labels("blob", "hit").inc()
+            return hit
+        key = str(digest)
+        download = self.inflight.get(key)
+        if download is None:
+            metrics.CACHE.labels("blob", "miss").inc()
+            download = self.inflight.start(key, lambda d: self._fetch(d, registry, repository, digest))
+        else:
+            metrics.CACHE.labels("blob", "joined").inc()
+        await download.started  # raises the fetch's error for every waiter when nothing could be fetched
+        if download.attachable:
+            return FollowedBlob(download.attach(), download)
+        if download.error is not None:
+            raise download.error
+        hit = self.cached(digest)  # finished and committed while we were waiting
+        if hit is None:
+            raise Unavailable("blob vanished from the cache right after download")
+        return hit
+
+    async def size(self, registry: str, repository: str, digest: Digest) -> tuple[int, str]:
+        """Blob size for HEAD, and where it came from; an uncached blob is asked about with HEAD only."""
+        local = self.store.blob_size(digest)
+        if local is not None:
+            return local, "cache"
+        download = self.inflight.get(str(digest))
+        if download is not None and download.size is not None:
+            return download.size, "upstream"
+        resp = await self.upstream.request(
+            registry, repository, f"blobs/{digest}", method="HEAD", not_found=BlobUnknown
+        )
+        resp.release()
+        length = resp.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise Unavailable("upstream did not report the blob size")
+        return int(length), resp.upstream.name
+
+    async def _fetch(self, download: Download, registry: str, repository: str, digest: Digest) -> None:
+        metrics.INFLIGHT.inc()
+        writer = None
+        try:
+            size, stream, source, upstream_name, release = await self._source(registry, repository, digest)
+            try:
+                writer = self.store.blob_writer(digest, size)
+                download.begin(writer.path, size, upstream_name, source)
+                async for chunk in stream:
+                    await writer.write(chunk)
+                    metrics.UPSTREAM_BYTES.labels(upstream_name).inc(len(chunk))
+                    await download.advance(len(chunk))
+                await writer.commit()
+            finally:
+                release()
+            if self.peers is not None:
+                self.peers.holding(digest, writer.size)
+            await download.finish()
+            log.info("cached %s (%d bytes) from %s", digest, writer.size, upstream_name)
+        except BaseException as exc:
+            if writer is not None:
+                writer.discard()
+            if isinstance(exc, IntegrityError):
+                metrics.INTEGRITY_FAILURES.inc()
+                log.error("discarded %s: %s", digest, exc)
+                exc = Unavailable("upstream sent corrupt data; try again")
+            elif isinstance(exc, aiohttp.ClientError | TimeoutError):
+                log.warning("download of %s failed: %r", digest, exc)
+                exc = Unavailable(f"upstream transfer failed: {type(exc).__name__}")
+            await download.finish(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            metrics.INFLIGHT.dec()
+
+    async def _source(
+        self, registry: str, repository: str, digest: Digest
+    ) -> tuple[int | None, AsyncIterator[bytes], str, str, object]:
+        if self.peers is not None:
+            try:
+                found = await self.peers.open(registry, repository, digest, None)
+            except Exception as exc:  # P2P must never fail a pull
+                log.warning("peer lookup for %s failed, going upstream: %r", digest, exc)
+                found = None
+            if found is not None:
+                size, stream = found
+                return size, stream, "peer", "peers", lambda: None
+        resp = await self.upstream.request(registry, repository, f"blobs/{digest}", not_found=BlobUnknown)
+        length = resp.headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() else None
+        return size, _batches(resp.response.content), "upstream", resp.upstream.name, resp.release
+
+
+async def _batches(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Whatever has arrived, coalesced: one thread hop per batch rather than per 64 KiB read."""
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            return
+        more = content.read_nowait(-1)
+        yield chunk + more if more else chunk

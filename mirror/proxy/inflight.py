@@ -1,0 +1,137 @@
+"""One download per digest, however many clients want it.
+
+A :class:`Download` is owned by the blob service, not by any client request: clients attach to it, read what
+has already reached the temp file, and wait for more. A client hanging up detaches; the download goes on and
+is committed for the next client. The last bytes of a blob are held back from every client until the whole
+blob has verified, so no response is ever completed with bytes that do not hash to the digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+
+class Download:
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        self.size: int | None = None
+        self.received = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self.source = "upstream"
+        self.upstream = ""
+        self._read_fd: int | None = None
+        self._changed = asyncio.Condition()
+        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # writer side ---------------------------------------------------------------------------------------
+
+    def begin(self, path: Path, size: int | None, upstream: str, source: str = "upstream") -> None:
+        """The temp file exists and the size is known: clients may attach now."""
+        self._read_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.size, self.upstream, self.source = size, upstream, source
+        if not self.started.done():
+            self.started.set_result(None)
+
+    async def advance(self, n: int) -> None:
+        self.received += n
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def finish(self, error: BaseException | None = None) -> None:
+        if error is None:
+            self.done = True
+            self.size = self.received
+        else:
+            self.error = error
+            if not self.started.done():
+                self.started.set_exception(error)
+                self.started.exception()  # retrieved: a waiter may not exist
+        async with self._changed:
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        if self._read_fd is not None:
+            os.close(self._read_fd)
+            self._read_fd = None
+
+    # reader side ---------------------------------------------------------------------------------------
+
+    @property
+    def attachable(self) -> bool:
+        return self._read_fd is not None
+
+    def attach(self) -> int:
+        """A private read-only fd on the download's file (valid across the final rename).
+
+        Must be called synchronously right after finding the download, so the owner cannot close the
+        shared fd in between.
+        """
+        assert self._read_fd is not None, "attach before begin"
+        return os.open(f"/proc/self/fd/{self._read_fd}", os.O_RDONLY | os.O_CLOEXEC)
+
+    def sendable(self) -> int:
+        """Bytes a client may be sent now: everything when verified, else all but the blob's last byte."""
+        if self.done:
+            return self.received
+        if self.size is not None and self.received >= self.size:
+            return self.size - 1
+        return max(0, self.received - 1) if self.size is None else self.received
+
+    async def wait_sendable(self, offset: int) -> int:
+        """Wait until more than ``offset`` bytes may be sent; raises the download's error if it failed."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self.error is not None or self.done or self.sendable() > offset
+            )
+        if self.error is not None:
+            raise self.error
+        return self.sendable()
+
+    async def wait_received(self, offset: int) -> None:
+        """Wait until byte ``offset`` has arrived (Range requests served from what has arrived)."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self.error is not None or self.done or self.received > offset
+            )
+        if self.error is not None:
+            raise self.error
+
+
+class InflightTable:
+    """Downloads in progress, by digest. Held by the blob service instance, not a global."""
+
+    def __init__(self) -> None:
+        self._downloads: dict[str, Download] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, digest: str) -> Download | None:
+        return self._downloads.get(digest)
+
+    def __len__(self) -> int:
+        return len(self._downloads)
+
+    def start(self, digest: str, run: Callable[[Download], Awaitable[None]]) -> Download:
+        """Register a download and run ``run(download)`` detached from any client request."""
+        download = Download(digest)
+        self._downloads[digest] = download
+
+        async def runner() -> None:
+            try:
+                await run(download)
+            finally:
+                self._downloads.pop(digest, None)
+                download.close()
+
+        task = asyncio.get_running_loop().create_task(runner(), name=f"download {digest[:19]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return download
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

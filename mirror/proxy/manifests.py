@@ -1,0 +1,257 @@
+"""Manifests and tags through the mirror.
+
+By digest, a manifest never changes: memory, then disk, then upstream once (verified, then cached). By tag,
+the last resolution is trusted for ``tag_ttl`` with no upstream request at all; after that it is revalidated
+with a HEAD (HEADs do not count against Docker Hub's pull limit), and when every upstream fails the last known
+digest is served (stale-if-error), logged once per tag and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from mirror import metrics
+from mirror.oci import mediatypes
+from mirror.oci.errors import ManifestInvalid, ManifestUnknown, RegistryError, TooManyRequests, Unavailable
+from mirror.oci.manifest import MAX_MANIFEST_BYTES, check_size
+from mirror.oci.reference import Digest, Reference
+from mirror.store.files import FileStore, IntegrityError, StoredManifest
+from mirror.store.tags import TagEntry, TagKey, TagStore
+from mirror.upstream.client import UpstreamClient
+
+log = logging.getLogger("shoal.manifests")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    digest: Digest
+    media_type: str
+    body: bytes
+    source: str  # "cache" or "upstream"
+    upstream: str = "-"
+    stale: bool = False
+
+
+class ManifestMemory:
+    """A byte-bounded LRU of manifest bodies: the hot path for manifests never touches the disk."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, StoredManifest] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, digest: str) -> StoredManifest | None:
+        item = self._items.get(digest)
+        if item is not None:
+            self._items.move_to_end(digest)
+        return item
+
+    def put(self, digest: str, item: StoredManifest) -> None:
+        if digest in self._items or len(item.body) > self.max_bytes:
+            return
+        self._items[digest] = item
+        self._bytes += len(item.body)
+        while self._bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= len(old.body)
+
+    def discard(self, digest: str) -> None:
+        item = self._items.pop(digest, None)
+        if item is not None:
+            self._bytes -= len(item.body)
+
+
+class SingleFlight:
+    """Concurrent callers with the same key share one call's result."""
+
+    def __init__(self) -> None:
+        self._calls: dict[object, asyncio.Future[object]] = {}
+
+    async def do(self, key: object, call: Callable[[], Awaitable[T]]) -> T:
+        pending = self._calls.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)  # type: ignore[return-value]
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._calls[key] = future
+        try:
+            result = await call()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved when nobody joined
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._calls[key]
+
+
+class ManifestService:
+    def __init__(
+        self,
+        store: FileStore,
+        tags: TagStore,
+        upstream: UpstreamClient,
+        tag_ttl: float,
+        memory_bytes: int,
+        offline: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.tags = tags
+        self.upstream = upstream
+        self.tag_ttl = tag_ttl
+        self.offline = offline
+        self.memory = ManifestMemory(memory_bytes)
+        self._clock = clock
+        self._flights = SingleFlight()
+        self._stale_logged: set[TagKey] = set()
+
+    async def get(
+        self, registry: str, repository: str, ref: Reference, accepted: tuple[str, ...]
+    ) -> Manifest:
+        if ref.digest is not None:
+            return await self.by_digest(registry, repository, ref.digest)
+        assert ref.tag is not None
+        key = TagKey(registry, repository, ref.tag, mediatypes.accept_key(accepted))
+        return await self._flights.do(key, lambda: self._by_tag(key, accepted))
+
+    # by digest ---------------------------------------------------------------------------------------
+
+    def cached(self, digest: Digest) -> StoredManifest | None:
+        """From memory only; the hot path."""
+        return self.memory.get(str(digest))
+
+    async def by_digest(self, registry: str, repository: str, digest: Digest) -> Manifest:
+        item = self.memory.get(str(digest))
+        if item is None:
+            item = await asyncio.to_thread(self.store.read_manifest, digest)
+            if item is not None:
+                self.memory.put(str(digest), item)
+        if item is not None:
+            metrics.CACHE.labels("manifest", "hit").inc()
+            return Manifest(digest, item.media_type, item.body, "cache")
+        metrics.CACHE.labels("manifest", "miss").inc()
+        if self.offline:
+            raise ManifestUnknown("not cached, and this mirror is offline")
+        return await self._flights.do(
+            ("digest", str(digest)), lambda: self._fetch(registry, repository, str(digest), (), digest)
+        )
+
+    # by tag ------------------------------------------------------------------------------------------
+
+    async def _by_tag(self, key: TagKey, accepted: tuple[str, ...]) -> Manifest:
+        entry = await asyncio.to_thread(self.tags.get, key)
+        now = self._clock()
+        if entry is not None and (self.offline or now - entry.fetched_at < self.tag_ttl):
+            metrics.CACHE.labels("tag", "hit").inc()
+            return await self._from_entry(key, entry)
+        if self.offline:
+            raise ManifestUnknown("tag not cached, and this mirror is offline")
+        if entry is None:
+            metrics.CACHE.labels("tag", "miss").inc()
+            return await self._fetch_tag(key, accepted)
+        metrics.CACHE.labels("tag", "revalidate").inc()
+        try:
+            current = await self._head_digest(key, accepted)
+            if current == entry.digest:
+                self.tags.touch(key, now)
+                self._stale_logged.discard(key)
+                return await self._from_entry(key, entry)
+            return await self._fetch_tag(key, accepted)
+        except (Unavailable, TooManyRequests) as exc:
+            if key not in self._stale_logged:
+                self._stale_logged.add(key)
+                log.warning(
+                    "serving %s/%s:%s stale (%s): %s",
+                    key.registry,
+                    key.repository,
+                    key.tag,
+                    entry.digest,
+                    exc.message,
+                )
+            metrics.STALE_SERVES.inc()
+            manifest = await self._from_entry(key, entry)
+            return dataclasses.replace(manifest, stale=True)
+
+    async def _from_entry(self, key: TagKey, entry: TagEntry) -> Manifest:
+        return await self.by_digest(key.registry, key.repository, Digest.parse(entry.digest))
+
+    async def _head_digest(self, key: TagKey, accepted: tuple[str, ...]) -> str | None:
+        resp = await self.upstream.request(
+            key.registry,
+            key.repository,
+            f"manifests/{key.tag}",
+            method="HEAD",
+            not_found=ManifestUnknown,
+            headers={"Accept": mediatypes.upstream_accept(accepted)},
+        )
+        resp.release()
+        return resp.headers.get("Docker-Content-Digest")
+
+    async def _fetch_tag(self, key: TagKey, accepted: tuple[str, ...]) -> Manifest:
+        manifest = await self._fetch(key.registry, key.repository, key.tag, accepted, None)
+        entry = TagEntry(str(manifest.digest), manifest.media_type, len(manifest.body), self._clock())
+        await asyncio.to_thread(self.tags.put, key, entry)
+        self._stale_logged.discard(key)
+        return manifest
+
+    # upstream ----------------------------------------------------------------------------------------
+
+    async def _fetch(
+        self, registry: str, repository: str, ref: str, accepted: tuple[str, ...], expected: Digest | None
+    ) -> Manifest:
+        resp = await self.upstream.request(
+            registry,
+            repository,
+            f"manifests/{ref}",
+            not_found=ManifestUnknown,
+            headers={"Accept": mediatypes.upstream_accept(accepted)},
+        )
+        try:
+            length = resp.headers.get("Content-Length")
+            check_size(int(length) if length and length.isdigit() else None)
+            body = await resp.response.content.read(MAX_MANIFEST_BYTES + 1)
+            check_size(len(body))
+        except Exception:
+            resp.close()
+            raise
+        resp.release()
+        digest = expected or _digest_of(body, resp.headers.get("Docker-Content-Digest"))
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        if media_type not in mediatypes.MANIFEST_TYPES:
+            media_type = mediatypes.sniff_media_type(body) or media_type or mediatypes.OCI_MANIFEST
+        try:
+            await asyncio.to_thread(self.store.write_manifest, digest, media_type, body)
+        except IntegrityError as exc:
+            metrics.INTEGRITY_FAILURES.inc()
+            log.error("upstream %s sent a manifest that does not match: %s", resp.upstream.name, exc)
+            raise Unavailable("upstream sent a manifest that does not match its digest") from None
+        self.memory.put(str(digest), StoredManifest(media_type, body))
+        return Manifest(digest, media_type, body, "upstream", resp.upstream.name)
+
+
+def _digest_of(body: bytes, claimed: str | None) -> Digest:
+    """The digest of a manifest fetched by tag; the upstream's claim must agree with the bytes."""
+    actual = Digest("sha256", hashlib.sha256(body).hexdigest())
+    if claimed:
+        try:
+            claim = Digest.parse(claimed)
+        except RegistryError:
+            raise ManifestInvalid("upstream sent an invalid Docker-Content-Digest") from None
+        if claim.algorithm == "sha256" and claim != actual:
+            metrics.INTEGRITY_FAILURES.inc()
+            raise Unavailable("upstream manifest does not match its Docker-Content-Digest")
+        if claim.algorithm != "sha256":
+            return claim if hashlib.new(claim.algorithm, body).hexdigest() == claim.hex else actual
+    return actual

@@ -1,0 +1,129 @@
+"""The mirror's HTTP application: wiring, the one error middleware, access log, metrics and health.
+
+Errors are rendered here and nowhere else: a :class:`RegistryError` becomes OCI error JSON with its status;
+anything unexpected is logged with its traceback and becomes a 500 ``UNKNOWN`` — clients never see a trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mirror import metrics
+from mirror.config import MirrorConfig
+from mirror.oci.errors import NameUnknown, RegistryError, Unsupported
+from mirror.proxy.blobs import BlobService
+from mirror.proxy.manifests import ManifestService
+from mirror.proxy.peers import PeerSource
+from mirror.server.blob_response import BlobStream
+from mirror.server.registry_api import API_VERSION, RegistryAPI
+from mirror.store.files import FileStore
+from mirror.store.tags import TagStore
+from mirror.upstream.client import UpstreamClient
+
+access_log = logging.getLogger("shoal.access")
+log = logging.getLogger("shoal")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVICES = web.AppKey("services", "Services")
+LOG_ACCESS = web.AppKey("log_access", bool)
+
+
+class Services:
+    """The object graph of one mirror process."""
+
+    def __init__(self, config: MirrorConfig, peers: PeerSource | None = None, offline: bool = False) -> None:
+        self.config = config
+        self.store = FileStore(config.cache_dir)
+        self.tags = TagStore(config.cache_dir)
+        self.upstream = UpstreamClient(config.upstreams_for)
+        self.blobs = BlobService(self.store, self.upstream, peers)
+        self.manifests = ManifestService(
+            self.store,
+            self.tags,
+            self.upstream,
+            config.tag_ttl,
+            config.manifest_memory_bytes,
+            offline=offline,
+        )
+
+    async def close(self) -> None:
+        await self.blobs.inflight.shutdown()
+        await self.upstream.close()
+
+
+def error_response(exc: RegistryError, head: bool) -> web.Response:
+    headers = {"Content-Type": "application/json", **API_VERSION, **exc.headers()}
+    return web.Response(status=exc.status, body=None if head else exc.body(), headers=headers)
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status, sent = 500, 0
+    try:
+        try:
+            response = await handler(request)
+        except RegistryError as exc:
+            response = error_response(exc, request.method == "HEAD")
+        except web.HTTPException as exc:  # router 404/405 for non-registry paths
+            response = error_response(_http_error(exc), request.method == "HEAD")
+        status = response.status
+        if isinstance(response, BlobStream):
+            await response.prepare(request)  # stream inside the middleware so the log sees the outcome
+            sent = response.sent
+        elif isinstance(response, web.Response) and response.body is not None and request.method != "HEAD":
+            sent = response.content_length or 0
+        return response
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        raise
+    finally:
+        source = request.get("source", "-")
+        route = request.get("route", "other")
+        metrics.REQUESTS.labels(route, str(status)).inc()
+        if sent:
+            metrics.BYTES_SERVED.labels(source).inc(sent)
+        if request.app.get(LOG_ACCESS, True):
+            access_log.info(
+                "%s %s %d %d source=%s upstream=%s %.1fms",
+                request.method,
+                request.path_qs,
+                status,
+                sent,
+                source,
+                request.get("upstream", "-"),
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+def _http_error(exc: web.HTTPException) -> RegistryError:
+    return Unsupported() if exc.status == 405 else NameUnknown("no such endpoint")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = generate_latest(metrics.REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_app(services: Services) -> web.Application:
+    app = web.Application(middlewares=[observe], client_max_size=1024)
+    app[SERVICES] = services
+    app[LOG_ACCESS] = services.config.access_log
+    RegistryAPI(services.config, services.manifests, services.blobs, services.upstream).register(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
+
+    async def on_cleanup(app: web.Application) -> None:
+        await services.close()
+
+    app.on_cleanup.append(on_cleanup)
+    return app

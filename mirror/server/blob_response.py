@@ -1,0 +1,116 @@
+"""Sending blob bytes: zero-copy ``sendfile`` from the cache, and from a download still in progress.
+
+aiohttp's ``FileResponse`` stats and opens the file in a thread pool on every request; on a cache hit we
+already hold an open fd and its size, so we write the headers and hand the fd to ``loop.sendfile`` directly
+(a real ``os.sendfile`` on the default asyncio loop). A download in progress is followed the same way, piece
+by piece as it arrives, with the blob's last byte held back until it verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import IO
+
+from aiohttp import web
+
+from mirror.oci.ranges import ByteRange
+from mirror.proxy.inflight import Download
+
+_COPY_CHUNK = 1 << 20
+
+
+def blob_headers(digest: str, size: int, rng: ByteRange | None) -> tuple[int, dict[str, str]]:
+    headers = {
+        "Docker-Content-Digest": digest,
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{digest}"',
+        "Cache-Control": "max-age=31536000",
+    }
+    if rng is None:
+        headers["Content-Length"] = str(size)
+        return 200, headers
+    headers["Content-Length"] = str(rng.length)
+    headers["Content-Range"] = rng.content_range(size)
+    return 206, headers
+
+
+class BlobStream(web.StreamResponse):
+    """A response whose body is ``count`` bytes of an fd from ``offset``, possibly still being written."""
+
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        fd: int,
+        offset: int,
+        count: int,
+        download: Download | None = None,
+    ) -> None:
+        super().__init__(status=status, headers=headers)
+        self._file: IO[bytes] = open(fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - closed in prepare
+        self._offset = offset
+        self._count = count
+        self._download = download
+        self.sent = 0
+
+    async def prepare(self, request: web.BaseRequest) -> web.AbstractStreamWriter | None:  # type: ignore[override]
+        if self.prepared:  # already streamed by the middleware; aiohttp calls prepare again
+            return await super().prepare(request)
+        try:
+            writer = await super().prepare(request)
+            if request.method == "HEAD" or self._count == 0:
+                return writer
+            assert writer is not None
+            if self._download is None:
+                await self._send(request, self._offset, self._count)
+            else:
+                await self._follow(request)
+            await super().write_eof()
+            return writer
+        finally:
+            self._file.close()
+
+    async def _follow(self, request: web.BaseRequest) -> None:
+        download = self._download
+        assert download is not None
+        pos, end = self._offset, self._offset + self._count
+        while pos < end:
+            try:
+                available = await download.wait_sendable(pos)
+            except BaseException:
+                _abort(request)  # never complete a response whose bytes did not verify
+                raise
+            n = min(available, end) - pos
+            if n > 0:
+                await self._send(request, pos, n)
+                pos += n
+
+    async def _send(self, request: web.BaseRequest, offset: int, count: int) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client went away")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sendfile(transport, self._file, offset, count, fallback=False)
+        except (NotImplementedError, asyncio.SendfileNotAvailableError):
+            await self._copy(offset, count)
+        self.sent += count
+
+    async def _copy(self, offset: int, count: int) -> None:
+        """Read/write fallback for event loops without native sendfile (uvloop, TLS)."""
+        fd = self._file.fileno()
+        loop = asyncio.get_running_loop()
+        end = offset + count
+        while offset < end:
+            chunk = await loop.run_in_executor(None, os.pread, fd, min(_COPY_CHUNK, end - offset), offset)
+            if not chunk:
+                raise ConnectionResetError("blob shorter than expected")
+            await self.write(chunk)
+            offset += len(chunk)
+
+
+def _abort(request: web.BaseRequest) -> None:
+    if request.transport is not None:
+        request.transport.abort()
