@@ -11,9 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter("shoal_requests_total", "Registry API requests", ["route", "status"], registry=REGISTRY)
-BYTES_SERVED = Counter(
-    "shoal_bytes_served_total", "Body bytes sent to clients", ["source"], registry=REGISTRY
-)
+BYTES_SERVED = Counter("shoal_bytes_served_total", "Body bytes sent to clients", ["source"], registry=REGISTRY)
 CACHE = Counter("shoal_cache_lookups_total", "Cache lookups", ["kind", "result"], registry=REGISTRY)
 UPSTREAM_REQUESTS = Counter(
     "shoal_upstream_requests_total",
@@ -30,9 +28,7 @@ UPSTREAM_LATENCY = Histogram(
 )
 UPSTREAM_BYTES = Counter("shoal_upstream_bytes_total", "Blob bytes fetched", ["upstream"], registry=REGISTRY)
 INFLIGHT = Gauge("shoal_inflight_downloads", "Blob downloads in progress", registry=REGISTRY)
-STALE_SERVES = Counter(
-    "shoal_stale_serves_total", "Tags served stale because upstreams failed", registry=REGISTRY
-)
+STALE_SERVES = Counter("shoal_stale_serves_total", "Tags served stale because upstreams failed", registry=REGISTRY)
 INTEGRITY_FAILURES = Counter(
     "shoal_integrity_failures_total", "Downloads discarded for a digest or size mismatch", registry=REGISTRY
 )

@@ -40,13 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--default-registry", help="registry for requests without ?ns= (default docker.io)")
     serve.add_argument("--tag-ttl", type=float, help="seconds a tag resolution is trusted (default 300)")
-    serve.add_argument(
-        "--loop", choices=("asyncio", "uvloop"), help="event loop (default asyncio: zero-copy)"
-    )
+    serve.add_argument("--loop", choices=("asyncio", "uvloop"), help="event loop (default asyncio: zero-copy)")
     serve.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
-    serve.add_argument(
-        "--offline", action="store_true", help="serve only from cache; never contact upstreams"
-    )
+    serve.add_argument("--offline", action="store_true", help="serve only from cache; never contact upstreams")
     serve.add_argument("--log-level", default="INFO")
 
     cc = sub.add_parser("containerd-config", help="write containerd hosts.toml files pointing at a mirror")

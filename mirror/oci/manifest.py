@@ -48,9 +48,7 @@ def _descriptor(raw: object) -> Descriptor:
     platform = None
     plat = raw.get("platform")
     if isinstance(plat, dict) and plat.get("os") and plat.get("architecture"):
-        platform = f"{plat['os']}/{plat['architecture']}" + (
-            f"/{plat['variant']}" if plat.get("variant") else ""
-        )
+        platform = f"{plat['os']}/{plat['architecture']}" + (f"/{plat['variant']}" if plat.get("variant") else "")
     return Descriptor(str(raw.get("mediaType", "")), digest, size, platform)
 
 

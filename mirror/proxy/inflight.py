@@ -84,9 +84,7 @@ class Download:
     async def wait_sendable(self, offset: int) -> int:
         """Wait until more than ``offset`` bytes may be sent; raises the download's error if it failed."""
         async with self._changed:
-            await self._changed.wait_for(
-                lambda: self.error is not None or self.done or self.sendable() > offset
-            )
+            await self._changed.wait_for(lambda: self.error is not None or self.done or self.sendable() > offset)
         if self.error is not None:
             raise self.error
         return self.sendable()
@@ -94,9 +92,7 @@ class Download:
     async def wait_received(self, offset: int) -> None:
         """Wait until byte ``offset`` has arrived (Range requests served from what has arrived)."""
         async with self._changed:
-            await self._changed.wait_for(
-                lambda: self.error is not None or self.done or self.received > offset
-            )
+            await self._changed.wait_for(lambda: self.error is not None or self.done or self.received > offset)
         if self.error is not None:
             raise self.error
 

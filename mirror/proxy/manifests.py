@@ -117,9 +117,7 @@ class ManifestService:
         self._flights = SingleFlight()
         self._stale_logged: set[TagKey] = set()
 
-    async def get(
-        self, registry: str, repository: str, ref: Reference, accepted: tuple[str, ...]
-    ) -> Manifest:
+    async def get(self, registry: str, repository: str, ref: Reference, accepted: tuple[str, ...]) -> Manifest:
         if ref.digest is not None:
             return await self.by_digest(registry, repository, ref.digest)
         assert ref.tag is not None

@@ -120,9 +120,7 @@ class RegistryAPI:
         offset, count = (rng.start, rng.length) if rng else (0, size)
         return BlobStream(status, {**headers, **API_VERSION}, blob.fd, offset, count, download)
 
-    async def _tags(
-        self, request: web.Request, registry: str, repository: str, name: str
-    ) -> web.StreamResponse:
+    async def _tags(self, request: web.Request, registry: str, repository: str, name: str) -> web.StreamResponse:
         query = {k: v for k, v in request.query.items() if k in ("n", "last")}
         suffix = "tags/list" + (f"?{urlencode(query)}" if query else "")
         resp = await self.upstream.request(registry, repository, suffix, not_found=ManifestUnknown)

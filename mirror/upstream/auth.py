@@ -64,7 +64,7 @@ class TokenCache:
         scope: str,
         creds: Credentials | None,
         ssl: object,
-        timeout: aiohttp.ClientTimeout,
+        client_timeout: aiohttp.ClientTimeout,
     ) -> str:
         """Ask the challenge's realm for a token and cache it; returns the Authorization header value."""
         realm = challenge.realm
@@ -75,7 +75,7 @@ class TokenCache:
             params["service"] = challenge.params["service"]
         headers = {"Authorization": basic_header(creds)} if creds else {}
         try:
-            async with session.get(realm, params=params, headers=headers, ssl=ssl, timeout=timeout) as resp:
+            async with session.get(realm, params=params, headers=headers, ssl=ssl, timeout=client_timeout) as resp:
                 if resp.status != 200:
                     raise AuthFailed(f"token service {resp.url.host} answered {resp.status}")
                 doc = await resp.json(content_type=None)

@@ -222,9 +222,7 @@ class UpstreamClient:
             return resp
         return await self._send(up, method, url, headers)
 
-    async def _send(
-        self, up: UpstreamConfig, method: str, url: str, headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
+    async def _send(self, up: UpstreamConfig, method: str, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
         origin = URL(url).origin()
         current = URL(url, encoded=True)
         for _ in range(_MAX_REDIRECTS + 1):
