@@ -10,7 +10,7 @@ import argparse
 import logging
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mirror.config import ConfigError, MirrorConfig, apply_flags, load_yaml, mirror_config_from
@@ -22,6 +22,17 @@ log = logging.getLogger("shoal")
 
 class CLIError(Exception):
     """A one-line message for the operator."""
+
+
+# Subcommand groups living in their own modules: each takes the subparsers object, adds its commands and
+# sets ``func`` on each; ``func(args) -> int`` may raise CLIError, ConfigError or OSError for a one-line error.
+EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def _load_extensions() -> None:
+    from shoal import edge_cli, p2p_cli
+
+    EXTENSIONS.extend([edge_cli.register, p2p_cli.register])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--mirror", required=True, help="mirror URL, e.g. http://shoal.kube-system:5000")
     cc.add_argument("--registry", action="append", help="registry to mirror (repeatable; default: allowlist)")
     cc.add_argument("--output-dir", default="/etc/containerd/certs.d")
+    cc.set_defaults(func=cmd_containerd_config)
+    serve.set_defaults(func=cmd_serve)
+    for extension in EXTENSIONS:
+        extension(sub)
     return parser
 
 
@@ -108,15 +123,16 @@ def cmd_containerd_config(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if not EXTENSIONS:
+        _load_extensions()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    commands = {"serve": cmd_serve, "containerd-config": cmd_containerd_config}
     try:
-        return commands[args.command](args)
+        return int(args.func(args))
     except (CLIError, ConfigError, RegistryError, OSError) as exc:
         message = exc.message if isinstance(exc, RegistryError) else str(exc)
         print(f"shoal {args.command}: error: {message}", file=sys.stderr)
