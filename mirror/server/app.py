@@ -19,6 +19,7 @@ from mirror.oci.errors import NameUnknown, RegistryError, Unsupported
 from mirror.proxy.blobs import BlobService
 from mirror.proxy.manifests import ManifestService
 from mirror.proxy.peers import PeerSource
+from mirror.server import admin
 from mirror.server.blob_response import BlobStream
 from mirror.server.registry_api import API_VERSION, RegistryAPI
 from mirror.store.files import FileStore
@@ -121,6 +122,7 @@ def make_app(services: Services) -> web.Application:
     RegistryAPI(services.config, services.manifests, services.blobs, services.upstream).register(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
+    admin.register(app, services)
 
     async def on_cleanup(app: web.Application) -> None:
         await services.close()
