@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from mirror.oci.errors import ManifestInvalid
+from mirror.oci.errors import DigestInvalid, ManifestInvalid
 from mirror.oci.reference import Digest
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -43,7 +43,7 @@ def _descriptor(raw: object) -> Descriptor:
     try:
         digest = Digest.parse(str(raw["digest"]))
         size = int(raw.get("size", -1))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, DigestInvalid) as exc:
         raise ManifestInvalid(f"bad descriptor: {exc}") from None
     platform = None
     plat = raw.get("platform")
@@ -68,6 +68,6 @@ def parse_refs(body: bytes) -> ManifestRefs:
     blobs.extend(_descriptor(d) for d in doc.get("layers") or ())
     for layer in doc.get("fsLayers") or ():
         if isinstance(layer, dict) and "blobSum" in layer:
-            blobs.append(Descriptor("", Digest.parse(str(layer["blobSum"])), -1))
+            blobs.append(_descriptor({"digest": layer["blobSum"]}))
     subject = _descriptor(doc["subject"]).digest if isinstance(doc.get("subject"), dict) else None
     return ManifestRefs(manifests, tuple(blobs), subject)

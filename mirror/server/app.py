@@ -21,6 +21,7 @@ from mirror.proxy.manifests import ManifestService
 from mirror.proxy.peers import PeerSource
 from mirror.server import admin
 from mirror.server.blob_response import BlobStream
+from mirror.server.observe import INFO, RequestInfo
 from mirror.server.registry_api import API_VERSION, RegistryAPI
 from mirror.store.files import FileStore
 from mirror.store.tags import TagStore
@@ -66,6 +67,7 @@ def error_response(exc: RegistryError, head: bool) -> web.Response:
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status, sent = 500, 0
+    info = request[INFO] = RequestInfo()
     try:
         try:
             response = await handler(request)
@@ -84,11 +86,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unhandled error on %s %s", request.method, request.path)
         raise
     finally:
-        source = request.get("source", "-")
-        route = request.get("route", "other")
-        metrics.REQUESTS.labels(route, str(status)).inc()
+        metrics.REQUESTS.labels(info.route, str(status)).inc()
         if sent:
-            metrics.BYTES_SERVED.labels(source).inc(sent)
+            metrics.BYTES_SERVED.labels(info.source).inc(sent)
         if request.app.get(LOG_ACCESS, True):
             access_log.info(
                 "%s %s %d %d source=%s upstream=%s %.1fms",
@@ -96,8 +96,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                 request.path_qs,
                 status,
                 sent,
-                source,
-                request.get("upstream", "-"),
+                info.source,
+                info.upstream,
                 (time.perf_counter() - started) * 1000,
             )
 

@@ -21,6 +21,7 @@ from mirror.oci.reference import RegistryPath, Route, normalize_registry, normal
 from mirror.proxy.blobs import BlobService, CachedBlob, FollowedBlob
 from mirror.proxy.manifests import ManifestService
 from mirror.server.blob_response import BlobStream, blob_headers
+from mirror.server.observe import INFO
 from mirror.upstream.client import UpstreamClient
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -39,7 +40,8 @@ class RegistryAPI:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = parse_path(request.rel_url.raw_path)
-        request["route"] = path.route.value
+        info = request[INFO]
+        info.route = path.route.value
         if request.method not in ("GET", "HEAD"):
             raise Unsupported()
         if path.route is Route.BASE:
@@ -67,7 +69,7 @@ class RegistryAPI:
         assert path.reference is not None
         accepted = mediatypes.parse_accept(request.headers.getall("Accept", []))
         manifest = await self.manifests.get(registry, repository, path.reference, accepted)
-        request["source"], request["upstream"] = manifest.source, manifest.upstream
+        request[INFO].source, request[INFO].upstream = manifest.source, manifest.upstream
         digest = str(manifest.digest)
         headers = {
             "Content-Type": manifest.media_type,
@@ -91,7 +93,7 @@ class RegistryAPI:
         digest = str(path.digest)
         if request.method == "HEAD":
             size, source = await self.blobs.size(registry, repository, path.digest)
-            request["source"] = "cache" if source == "cache" else "upstream"
+            request[INFO].source = "cache" if source == "cache" else "upstream"
             _, headers = blob_headers(digest, size, None)
             return web.Response(status=200, headers={**headers, **API_VERSION})
         blob = await self.blobs.open(registry, repository, path.digest)
@@ -105,10 +107,10 @@ class RegistryAPI:
         self, request: web.Request, digest: str, blob: CachedBlob | FollowedBlob
     ) -> web.StreamResponse:
         if isinstance(blob, CachedBlob):
-            size, download, request["source"] = blob.size, None, "cache"
+            size, download, request[INFO].source = blob.size, None, "cache"
         else:
             download = blob.download
-            request["source"], request["upstream"] = download.source, download.upstream
+            request[INFO].source, request[INFO].upstream = download.source, download.upstream
             size = download.size
             if size is None:  # upstream sent no length: follow the download to its end first
                 await download.wait_sendable(1 << 62)
@@ -128,7 +130,7 @@ class RegistryAPI:
             doc = await resp.response.json(content_type=None)
         finally:
             resp.release()
-        request["source"], request["upstream"] = "upstream", resp.upstream.name
+        request[INFO].source, request[INFO].upstream = "upstream", resp.upstream.name
         if isinstance(doc, dict):
             doc["name"] = name
         headers = dict(API_VERSION)
@@ -148,7 +150,7 @@ class RegistryAPI:
             body = await resp.response.read()
         finally:
             resp.release()
-        request["source"], request["upstream"] = "upstream", resp.upstream.name
+        request[INFO].source, request[INFO].upstream = "upstream", resp.upstream.name
         headers = {"Content-Type": resp.headers.get("Content-Type", mediatypes.OCI_INDEX), **API_VERSION}
         if "OCI-Filters-Applied" in resp.headers:
             headers["OCI-Filters-Applied"] = resp.headers["OCI-Filters-Applied"]
