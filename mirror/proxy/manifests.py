@@ -18,10 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import aiohttp
+
 from mirror import metrics
 from mirror.oci import mediatypes
 from mirror.oci.errors import ManifestInvalid, ManifestUnknown, RegistryError, TooManyRequests, Unavailable
-from mirror.oci.manifest import MAX_MANIFEST_BYTES, check_size
+from mirror.oci.manifest import check_size
 from mirror.oci.reference import Digest, Reference
 from mirror.store.files import FileStore, IntegrityError, StoredManifest
 from mirror.store.tags import TagEntry, TagKey, TagStore
@@ -219,8 +221,7 @@ class ManifestService:
         try:
             length = resp.headers.get("Content-Length")
             check_size(int(length) if length and length.isdigit() else None)
-            body = await resp.response.content.read(MAX_MANIFEST_BYTES + 1)
-            check_size(len(body))
+            body = await _read_manifest_body(resp.response.content)
         except Exception:
             resp.close()
             raise
@@ -237,6 +238,17 @@ class ManifestService:
             raise Unavailable("upstream sent a manifest that does not match its digest") from None
         self.memory.put(str(digest), StoredManifest(media_type, body))
         return Manifest(digest, media_type, body, "upstream", resp.upstream.name)
+
+
+async def _read_manifest_body(content: aiohttp.StreamReader) -> bytes:
+    """The whole body, refused as soon as it grows past the limit (Content-Length may lie or be absent)."""
+    parts: list[bytes] = []
+    total = 0
+    while chunk := await content.read(64 * 1024):
+        total += len(chunk)
+        check_size(total)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _digest_of(body: bytes, claimed: str | None) -> Digest:

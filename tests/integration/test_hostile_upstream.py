@@ -218,3 +218,22 @@ async def test_unreachable_upstream_fails_fast(tmp_path: Path) -> None:
                 assert loop.time() - started < 2.5
     finally:
         await shoal_runner.cleanup()
+
+
+async def test_large_manifest_in_small_chunks_and_oversized_refused(tmp_path: Path) -> None:
+    hostile = Hostile()
+    big = (
+        b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"x":"'
+        + b"a" * (3 * 1024 * 1024)
+        + b'"},"config":{"mediaType":"c","digest":"sha256:'
+        + b"0" * 64
+        + b'","size":1},"layers":[]}'
+    )
+    hostile.manifests["big"] = ("application/vnd.oci.image.manifest.v1+json", big)
+    hostile.manifests["huge"] = ("application/vnd.oci.image.manifest.v1+json", b" " * (4 * 1024 * 1024 + 1))
+    async for env in _env(tmp_path, hostile):
+        status, headers, body = await env.get("/v2/app/manifests/big")
+        assert status == 200 and body == big
+        assert headers["Docker-Content-Digest"] == "sha256:" + hashlib.sha256(big).hexdigest()
+        status, _, body = await env.get("/v2/app/manifests/huge")
+        assert status == 400 and b"MANIFEST_INVALID" in body
