@@ -10,12 +10,14 @@ import argparse
 import logging
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from mirror.config import ConfigError, MirrorConfig, apply_flags, load_yaml, mirror_config_from
 from mirror.containerd import write_hosts_toml
 from mirror.oci.errors import RegistryError
+from mirror.server.run import MirrorPlugin
 
 log = logging.getLogger("shoal")
 
@@ -24,15 +26,29 @@ class CLIError(Exception):
     """A one-line message for the operator."""
 
 
-# Subcommand groups living in their own modules: each takes the subparsers object, adds its commands and
-# sets ``func`` on each; ``func(args) -> int`` may raise CLIError, ConfigError or OSError for a one-line error.
-EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+class Extension(Protocol):
+    """A group of subcommands in its own module (``shoal.edge_cli``, ``shoal.p2p_cli``).
+
+    ``register`` adds commands to the subparsers and sets ``func`` on each; ``func(args) -> int`` may raise
+    CLIError, ConfigError or OSError for a one-line error. ``add_serve_flags`` and ``serve_plugins`` extend
+    ``shoal serve``: flags, then plugins built from the parsed args and the loaded config.
+    """
+
+    def register(self, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
+
+    def add_serve_flags(self, serve: argparse.ArgumentParser) -> None: ...
+
+    def serve_plugins(self, args: argparse.Namespace, config: dict[str, Any]) -> list[MirrorPlugin]: ...
+
+
+EXTENSIONS: list[Extension] = []
+EXTENSION_SECTIONS = ("p2p", "edge")  # top-level YAML keys that belong to extensions, not the mirror
 
 
 def _load_extensions() -> None:
     from shoal import edge_cli, p2p_cli
 
-    EXTENSIONS.extend([edge_cli.register, p2p_cli.register])
+    EXTENSIONS.extend([edge_cli, p2p_cli])  # type: ignore[list-item]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,13 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     cc.set_defaults(func=cmd_containerd_config)
     serve.set_defaults(func=cmd_serve)
     for extension in EXTENSIONS:
-        extension(sub)
+        extension.add_serve_flags(serve)
+        extension.register(sub)
     return parser
 
 
-def load_config(args: argparse.Namespace) -> MirrorConfig:
+def load_config(args: argparse.Namespace) -> tuple[MirrorConfig, dict[str, Any]]:
+    """The mirror's typed config, and the raw YAML mapping for extensions' own sections (e.g. ``p2p:``)."""
     data = load_yaml(Path(args.config)) if args.config else {}
-    cfg = mirror_config_from(data.get("mirror", data) if isinstance(data.get("mirror"), dict) else data)
+    cfg = mirror_config_from({k: v for k, v in data.items() if k not in EXTENSION_SECTIONS})
     return apply_flags(
         cfg,
         listen=args.listen,
@@ -79,13 +97,14 @@ def load_config(args: argparse.Namespace) -> MirrorConfig:
         tag_ttl=args.tag_ttl,
         loop=args.loop,
         workers=args.workers,
-    )
+    ), data
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from mirror.server.run import serve
 
-    cfg = load_config(args)
+    cfg, raw = load_config(args)
+    plugins = [plugin for ext in EXTENSIONS for plugin in ext.serve_plugins(args, raw)]
     try:
         cfg.cache_dir.mkdir(parents=True, exist_ok=True)
         probe = cfg.cache_dir / ".write-test"
@@ -97,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sock = bind(cfg.listen_host, cfg.listen_port, reuse_port=cfg.workers > 1)
     except OSError as exc:
         raise CLIError(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {exc.strerror}") from None
-    return serve(cfg, sock, offline=args.offline)
+    return serve(cfg, sock, offline=args.offline, plugins=plugins)
 
 
 def bind(host: str, port: int, reuse_port: bool) -> socket.socket:

@@ -28,6 +28,9 @@ class CachedBlob:
     fd: int
     size: int
 
+    def readable(self) -> int:
+        return self.size
+
 
 @dataclass(slots=True)
 class FollowedBlob:
@@ -35,6 +38,10 @@ class FollowedBlob:
 
     fd: int
     download: Download
+
+    def readable(self) -> int:
+        """Bytes on disk from offset 0, verified or not (peers check pieces against piece hashes)."""
+        return self.download.received
 
 
 class BlobService:
@@ -71,6 +78,40 @@ class BlobService:
             raise Unavailable("blob vanished from the cache right after download")
         return hit
 
+    def open_local(self, digest: Digest) -> CachedBlob | FollowedBlob | None:
+        """The blob if this node has it, committed or still downloading; never starts a fetch (peer serving)."""
+        hit = self.cached(digest)
+        if hit:
+            return hit
+        download = self.inflight.get(str(digest))
+        if download is not None and download.attachable:
+            return FollowedBlob(download.attach(), download)
+        return None
+
+    async def fetch_range(
+        self, registry: str, repository: str, digest: Digest, start: int, end: int
+    ) -> AsyncIterator[bytes]:
+        """Exactly bytes ``start..end`` (inclusive) of a blob from upstream, with the usual auth and fallback.
+
+        For peer downloads topping up pieces no peer has; raises Unavailable on a short or non-206 answer.
+        """
+        resp = await self.upstream.request(
+            registry, repository, f"blobs/{digest}", not_found=BlobUnknown, headers={"Range": f"bytes={start}-{end}"}
+        )
+        try:
+            if resp.status != 206 and start != 0:
+                raise Unavailable(f"upstream {resp.upstream.name} ignored the Range request")
+            want, got = end - start + 1, 0
+            async for chunk in _batches(resp.response.content):
+                chunk = chunk[: want - got]
+                got += len(chunk)
+                yield chunk
+                if got == want:
+                    return
+            raise Unavailable(f"upstream {resp.upstream.name} sent {got} of {want} bytes")
+        finally:
+            resp.release()
+
     async def size(self, registry: str, repository: str, digest: Digest) -> tuple[int, str]:
         """Blob size for HEAD, and where it came from; an uncached blob is asked about with HEAD only."""
         local = self.store.blob_size(digest)
@@ -100,6 +141,8 @@ class BlobService:
                     await writer.write(chunk)
                     metrics.UPSTREAM_BYTES.labels(upstream_name).inc(len(chunk))
                     await download.advance(len(chunk))
+                    if self.peers is not None:
+                        self.peers.progress(digest, size, download.received)
                 await writer.commit()
             finally:
                 release()
@@ -110,6 +153,8 @@ class BlobService:
         except BaseException as exc:
             if writer is not None:
                 writer.discard()
+            if self.peers is not None:
+                self.peers.dropped(digest)
             if isinstance(exc, IntegrityError):
                 metrics.INTEGRITY_FAILURES.inc()
                 log.error("discarded %s: %s", digest, exc)

@@ -8,24 +8,35 @@ import multiprocessing
 import os
 import signal
 import socket
+from collections.abc import Sequence
+from typing import Protocol
 
 from aiohttp import web
 
 from mirror.config import MirrorConfig
-from mirror.proxy.peers import PeerSource
 from mirror.server.app import Services, make_app
 
 log = logging.getLogger("shoal")
 
 
+class MirrorPlugin(Protocol):
+    """Something the CLI plugs into a mirror process (P2P, for one): it may add routes, start-up and cleanup
+    hooks, and set ``services.blobs.peers``. Called in each worker process before the app starts."""
+
+    def attach(self, services: Services, app: web.Application) -> None: ...
+
+
 async def run_app(
-    cfg: MirrorConfig, sock: socket.socket, offline: bool = False, peers: PeerSource | None = None
+    cfg: MirrorConfig, sock: socket.socket, offline: bool = False, plugins: Sequence[MirrorPlugin] = ()
 ) -> None:
-    services = Services(cfg, peers=peers, offline=offline)
+    services = Services(cfg, offline=offline)
     removed = services.store.clean_temp()
     if removed:
         log.info("removed %d interrupted downloads from %s", removed, services.store.tmp_dir)
-    runner = web.AppRunner(make_app(services), access_log=None, handle_signals=False)
+    app = make_app(services)
+    for plugin in plugins:
+        plugin.attach(services, app)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.SockSite(runner, sock, shutdown_timeout=5).start()
     registries = ", ".join(f"{r} -> {' | '.join(u.url for u in ups)}" for r, ups in cfg.registries.items())
@@ -50,22 +61,22 @@ async def run_app(
         await runner.cleanup()
 
 
-def _run_one(cfg: MirrorConfig, sock: socket.socket, offline: bool) -> None:
+def _run_one(cfg: MirrorConfig, sock: socket.socket, offline: bool, plugins: Sequence[MirrorPlugin]) -> None:
     if cfg.loop == "uvloop":
         import uvloop
 
-        uvloop.run(run_app(cfg, sock, offline))
+        uvloop.run(run_app(cfg, sock, offline, plugins))
     else:
-        asyncio.run(run_app(cfg, sock, offline))
+        asyncio.run(run_app(cfg, sock, offline, plugins))
 
 
-def serve(cfg: MirrorConfig, sock: socket.socket, offline: bool = False) -> int:
+def serve(cfg: MirrorConfig, sock: socket.socket, offline: bool = False, plugins: Sequence[MirrorPlugin] = ()) -> int:
     """Serve until SIGTERM/SIGINT; with ``workers > 1`` forked processes accept on the same socket."""
     if cfg.workers == 1:
-        _run_one(cfg, sock, offline)
+        _run_one(cfg, sock, offline, plugins)
         return 0
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_run_one, args=(cfg, sock, offline), daemon=True) for _ in range(cfg.workers)]
+    procs = [ctx.Process(target=_run_one, args=(cfg, sock, offline, plugins), daemon=True) for _ in range(cfg.workers)]
     for proc in procs:
         proc.start()
 
