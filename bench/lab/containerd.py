@@ -72,9 +72,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         result = run(["ctr", "-a", str(self.socket), "version"], timeout=5, check=False)
         return result.returncode == 0
 
-    def ctr(
-        self, *args: str, timeout: float = 120.0, check: bool = True
-    ) -> subprocess.CompletedProcess[bytes]:
+    def ctr(self, *args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         """``ctr -a SOCKET -n NAMESPACE ARGS``; raises CommandError on failure if ``check``."""
         return run(["ctr", "-a", str(self.socket), "-n", self.namespace, *args], timeout=timeout, check=check)
 

@@ -177,9 +177,7 @@ def _build_platform_image(
         tar = _layer_tar(f"shoal-lab/{slug}-layer{i}.bin", data)
         diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
         layers.append(_write_blob(layout_dir, layer_type, gzip.compress(tar, compresslevel=1, mtime=0)))
-        history.append(
-            {"created": "1970-01-01T00:00:00Z", "created_by": f"shoal-lab layer {i} ({size} bytes)"}
-        )
+        history.append({"created": "1970-01-01T00:00:00Z", "created_by": f"shoal-lab layer {i} ({size} bytes)"})
     config_doc: dict[str, object] = {
         **_platform_json(platform),
         "created": "1970-01-01T00:00:00Z",
@@ -205,9 +203,7 @@ def _tag_in_index(layout_dir: Path, tag: str, top: Descriptor) -> None:
     entries: list[dict[str, object]] = []
     if index_path.exists():
         entries = [
-            e
-            for e in json.loads(index_path.read_text())["manifests"]
-            if e.get("annotations", {}).get(_REF_NAME) != tag
+            e for e in json.loads(index_path.read_text())["manifests"] if e.get("annotations", {}).get(_REF_NAME) != tag
         ]
     entries.append({**top.as_json(), "annotations": {_REF_NAME: tag}})
     index_path.write_text(json.dumps({"schemaVersion": 2, "manifests": entries}, indent=1))

@@ -36,8 +36,7 @@ class Nginx(LabProcess):
         # As root nginx would drop its workers to "nobody", who cannot read a private tmp dir.
         user = "user root root;\n" if os.geteuid() == 0 else ""
         temp_paths = "".join(
-            f"  {kind}_temp_path {temp / kind};\n"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            f"  {kind}_temp_path {temp / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         self.config_path.write_text(
             f"""{user}daemon off;

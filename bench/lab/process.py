@@ -163,8 +163,7 @@ class LabProcess:
             if time.monotonic() > deadline:
                 self.kill()
                 raise NotReadyError(
-                    f"{self.name} not ready after {self.ready_timeout}s; log {self.log_path}:\n"
-                    + tail(self.log_path)
+                    f"{self.name} not ready after {self.ready_timeout}s; log {self.log_path}:\n" + tail(self.log_path)
                 )
             time.sleep(0.05)
 

@@ -46,9 +46,7 @@ def parse_access_log(text: str) -> list[AccessEntry]:
             continue
         path, _, query = match["target"].partition("?")
         size = match["size"]
-        entries.append(
-            AccessEntry(match["method"], path, int(match["status"]), 0 if size == "-" else int(size), query)
-        )
+        entries.append(AccessEntry(match["method"], path, int(match["status"]), 0 if size == "-" else int(size), query))
     return entries
 
 
@@ -132,9 +130,7 @@ class Registry(LabProcess):
     def count(self, method: str, path_regex: str, since: int = 0) -> int:
         """How many ``method`` requests had a path (without query) fully matching ``path_regex``."""
         pattern = re.compile(path_regex)
-        return sum(
-            1 for e in self.requests(since) if e.method == method.upper() and pattern.fullmatch(e.path)
-        )
+        return sum(1 for e in self.requests(since) if e.method == method.upper() and pattern.fullmatch(e.path))
 
     def wait_quiet(self, idle: float = 0.3, timeout: float = 10.0) -> None:
         """Wait until the log has not grown for ``idle`` seconds, so in-flight requests are logged."""

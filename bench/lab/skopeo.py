@@ -30,9 +30,7 @@ def skopeo(
     *args: str, timeout: float = 120.0, registries_conf: Path | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
     """``skopeo --insecure-policy ARGS`` with a timeout; raises CommandError on failure if ``check``."""
-    return run(
-        ["skopeo", "--insecure-policy", *args], timeout=timeout, env=_env(registries_conf), check=check
-    )
+    return run(["skopeo", "--insecure-policy", *args], timeout=timeout, env=_env(registries_conf), check=check)
 
 
 def copy(
@@ -71,8 +69,9 @@ def copy_from(
 
     The ``dir:`` layout keeps manifests and blobs byte for byte: ``manifest.json`` is the top
     manifest, ``<hex>.manifest.json`` each child manifest of an index, and each blob is a file
-    named by its sha256 hex digest (see :func:`dir_blob_digests`).
+    named by its sha256 hex digest (see :func:`dir_blob_digests`). Missing parents are created.
     """
+    Path(dest_dir).parent.mkdir(parents=True, exist_ok=True)
     return copy(
         _docker_ref(src_docker_ref),
         f"dir:{dest_dir}",
@@ -86,9 +85,7 @@ def copy_from(
 
 def inspect_raw(ref: str, tls_verify: bool = False, *, timeout: float = 30.0) -> bytes:
     """The raw manifest bytes of ``HOST/REPO:TAG`` (or a full ``docker://`` reference)."""
-    result = skopeo(
-        "inspect", "--raw", f"--tls-verify={str(tls_verify).lower()}", _docker_ref(ref), timeout=timeout
-    )
+    result = skopeo("inspect", "--raw", f"--tls-verify={str(tls_verify).lower()}", _docker_ref(ref), timeout=timeout)
     return result.stdout
 
 

@@ -4,6 +4,7 @@ at teardown even when a test fails, and Shoal's log tail is printed so a failure
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -67,12 +68,8 @@ def push_all(registry: Registry, *images: Pushed) -> None:
 def upstream_images(tmp_path_factory: pytest.TempPathFactory) -> UpstreamImages:
     root = tmp_path_factory.mktemp("images")  # one layout per image: a layout's tags are unique
     return UpstreamImages(
-        single=Pushed(
-            "library/app", make_image(root / "app", "v1", [MiB, 3 * MiB // 2, 2 * MiB], seed="app")
-        ),
-        multi=Pushed(
-            "library/multi", make_multiarch(root / "multi", "v1", layer_sizes=[MiB, MiB // 2], seed="m")
-        ),
+        single=Pushed("library/app", make_image(root / "app", "v1", [MiB, 3 * MiB // 2, 2 * MiB], seed="app")),
+        multi=Pushed("library/multi", make_multiarch(root / "multi", "v1", layer_sizes=[MiB, MiB // 2], seed="m")),
         big=Pushed("library/big", make_image(root / "big", "v1", [8 * MiB, 16 * MiB], seed="big")),
         docker_single=Pushed(
             "library/dsingle", make_image(root / "dsingle", "v1", [MiB // 4], seed="ds", media_types="docker")
@@ -98,9 +95,10 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, upstream_images: Upstream
 ShoalFactory = Callable[..., ShoalServer]
 
 
-@pytest.fixture
-def start_shoal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalFactory]:
-    """Start fresh Shoal servers (each with an empty cache); all are stopped at teardown."""
+@contextlib.contextmanager
+def shoal_starter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalFactory]:
+    """Yield ``start(*args)`` that runs a fresh Shoal (empty cache); all are stopped on exit and
+    their log tails printed, which pytest shows for a failed test."""
     require_shoal()
     servers: list[ShoalServer] = []
 
@@ -109,10 +107,18 @@ def start_shoal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalFacto
         servers.append(server)
         return server.start()
 
-    yield start
-    for server in servers:
-        server.stop()
-        print(f"--- {server.log_path} (tail) ---\n{server.log_tail(60)}")
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+            print(f"--- {server.log_path} (tail) ---\n{server.log_tail(60)}")
+
+
+@pytest.fixture
+def start_shoal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalFactory]:
+    with shoal_starter(tmp_path_factory) as start:
+        yield start
 
 
 @pytest.fixture

@@ -62,9 +62,7 @@ def test_registry_push_inspect_and_access_log(upstream: Registry, upstream_image
     assert upstream.count("HEAD", blob_path_re("library/app", layer.digest), since=mark) == 0
 
 
-def test_registry_pull_through_mode(
-    tmp_path: Path, upstream: Registry, upstream_images: UpstreamImages
-) -> None:
+def test_registry_pull_through_mode(tmp_path: Path, upstream: Registry, upstream_images: UpstreamImages) -> None:
     image = upstream_images.multi
     with Registry(tmp_path / "proxy", proxy_remote_url=upstream.url) as proxy:
         mark = upstream.mark()
@@ -86,9 +84,7 @@ def test_registry_that_cannot_listen_reports_its_log(tmp_path: Path) -> None:
     assert not registry.running
 
 
-def test_containerd_pulls_and_unpacks(
-    tmp_path: Path, upstream: Registry, upstream_images: UpstreamImages
-) -> None:
+def test_containerd_pulls_and_unpacks(tmp_path: Path, upstream: Registry, upstream_images: UpstreamImages) -> None:
     require_tool("containerd")
     require_tool("ctr")
     hosts = tmp_path / "hosts" / upstream.host
