@@ -78,7 +78,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = response.status
         if isinstance(response, BlobStream):
             await response.prepare(request)  # stream inside the middleware so the log sees the outcome
-            sent = response.sent
+            sent, info.outcome = response.sent, response.outcome
         elif isinstance(response, web.Response) and response.body is not None and request.method != "HEAD":
             sent = response.content_length or 0
         return response
@@ -91,7 +91,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             metrics.BYTES_SERVED.labels(info.source).inc(sent)
         if request.app.get(LOG_ACCESS, True):
             access_log.info(
-                "%s %s %d %d source=%s upstream=%s %.1fms",
+                "%s %s %d %d source=%s upstream=%s %.1fms%s",
                 request.method,
                 request.path_qs,
                 status,
@@ -99,6 +99,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                 info.source,
                 info.upstream,
                 (time.perf_counter() - started) * 1000,
+                f" {info.outcome}" if info.outcome else "",
             )
 
 

@@ -9,15 +9,18 @@ by piece as it arrives, with the blob's last byte held back until it verified.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import IO
 
 from aiohttp import web
 
+from mirror.oci.errors import RegistryError
 from mirror.oci.ranges import ByteRange
 from mirror.proxy.inflight import Download
 
 _COPY_CHUNK = 1 << 20
+log = logging.getLogger("shoal.blobs")
 
 
 def blob_headers(digest: str, size: int, rng: ByteRange | None) -> tuple[int, dict[str, str]]:
@@ -54,34 +57,41 @@ class BlobStream(web.StreamResponse):
         self._count = count
         self._download = download
         self.sent = 0
+        self.outcome = ""
 
     async def prepare(self, request: web.BaseRequest) -> web.AbstractStreamWriter | None:  # type: ignore[override]
+        """Headers, then the body; ends with the response sent, the client gone, or the connection aborted.
+
+        Never raises for a client hanging up or a failed download: aiohttp then finishes quietly, and
+        ``outcome`` tells the access log what happened.
+        """
         if self.prepared:  # already streamed by the middleware; aiohttp calls prepare again
             return await super().prepare(request)
         try:
             writer = await super().prepare(request)
-            if request.method == "HEAD" or self._count == 0:
-                return writer
-            assert writer is not None
-            if self._download is None:
-                await self._send(request, self._offset, self._count)
-            else:
-                await self._follow(request)
+            if request.method != "HEAD" and self._count:
+                if self._download is None:
+                    await self._send(request, self._offset, self._count)
+                else:
+                    await self._follow(request)
             await super().write_eof()
             return writer
+        except ConnectionError:
+            self.outcome = "client-gone"
+        except RegistryError as exc:  # the download failed: never complete a response with unverified bytes
+            self.outcome = "aborted"
+            log.warning("aborted %s after %d bytes: %s", request.path, self.sent, exc.message)
+            _abort(request)
         finally:
             self._file.close()
+        return None
 
     async def _follow(self, request: web.BaseRequest) -> None:
         download = self._download
         assert download is not None
         pos, end = self._offset, self._offset + self._count
         while pos < end:
-            try:
-                available = await download.wait_sendable(pos)
-            except BaseException:
-                _abort(request)  # never complete a response whose bytes did not verify
-                raise
+            available = await download.wait_sendable(pos)
             n = min(available, end) - pos
             if n > 0:
                 await self._send(request, pos, n)

@@ -12,6 +12,7 @@ class RequestInfo:
     route: str = "other"
     source: str = "-"  # cache | upstream | peer
     upstream: str = "-"
+    outcome: str = ""  # "client-gone" or "aborted" when a body was cut short
 
 
 INFO = web.RequestKey("shoal_request_info", RequestInfo)
