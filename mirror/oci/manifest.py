@@ -6,6 +6,7 @@ understanding more of the manifest than descriptors.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 
@@ -30,6 +31,22 @@ class ManifestRefs:
     manifests: tuple[Descriptor, ...] = ()
     blobs: tuple[Descriptor, ...] = ()
     subject: Digest | None = None
+
+
+def schema1_payload(body: bytes) -> bytes | None:
+    """The signed payload of a Docker schema1 (``prettyjws``) manifest, which is what its digest covers.
+
+    libtrust signs the body with the ``signatures`` key cut out; each signature's protected header records
+    where: the first ``formatLength`` bytes plus the base64url ``formatTail``. None when not a signed schema1.
+    """
+    try:
+        doc = json.loads(body)
+        protected = doc["signatures"][0]["protected"]
+        header = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))
+        length, tail = int(header["formatLength"]), str(header["formatTail"])
+        return body[:length] + base64.urlsafe_b64decode(tail + "=" * (-len(tail) % 4))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 def check_size(size: int | None) -> None:

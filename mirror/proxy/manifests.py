@@ -23,7 +23,7 @@ import aiohttp
 from mirror import metrics
 from mirror.oci import mediatypes
 from mirror.oci.errors import ManifestInvalid, ManifestUnknown, RegistryError, TooManyRequests, Unavailable
-from mirror.oci.manifest import check_size
+from mirror.oci.manifest import check_size, schema1_payload
 from mirror.oci.reference import Digest, Reference
 from mirror.store.files import FileStore, IntegrityError, StoredManifest
 from mirror.store.tags import TagEntry, TagKey, TagStore
@@ -226,10 +226,10 @@ class ManifestService:
             resp.close()
             raise
         resp.release()
-        digest = expected or _digest_of(body, resp.headers.get("Docker-Content-Digest"))
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if media_type not in mediatypes.MANIFEST_TYPES:
             media_type = mediatypes.sniff_media_type(body) or media_type or mediatypes.OCI_MANIFEST
+        digest = expected or _digest_of(body, resp.headers.get("Docker-Content-Digest"), media_type)
         try:
             await asyncio.to_thread(self.store.write_manifest, digest, media_type, body)
         except IntegrityError as exc:
@@ -251,9 +251,15 @@ async def _read_manifest_body(content: aiohttp.StreamReader) -> bytes:
     return b"".join(parts)
 
 
-def _digest_of(body: bytes, claimed: str | None) -> Digest:
-    """The digest of a manifest fetched by tag; the upstream's claim must agree with the bytes."""
-    actual = Digest("sha256", hashlib.sha256(body).hexdigest())
+def _digest_of(body: bytes, claimed: str | None, media_type: str) -> Digest:
+    """The digest of a manifest fetched by tag; the upstream's claim must agree with the bytes.
+
+    A signed schema1 manifest's digest covers its JWS payload, not the body with signatures.
+    """
+    content = body
+    if media_type == mediatypes.DOCKER_SCHEMA1_SIGNED:
+        content = schema1_payload(body) or body
+    actual = Digest("sha256", hashlib.sha256(content).hexdigest())
     if claimed:
         try:
             claim = Digest.parse(claimed)
@@ -263,5 +269,5 @@ def _digest_of(body: bytes, claimed: str | None) -> Digest:
             metrics.INTEGRITY_FAILURES.inc()
             raise Unavailable("upstream manifest does not match its Docker-Content-Digest")
         if claim.algorithm != "sha256":
-            return claim if hashlib.new(claim.algorithm, body).hexdigest() == claim.hex else actual
+            return claim if hashlib.new(claim.algorithm, content).hexdigest() == claim.hex else actual
     return actual

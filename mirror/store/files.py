@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mirror.oci.manifest import schema1_payload
+from mirror.oci.mediatypes import DOCKER_SCHEMA1_SIGNED
 from mirror.oci.reference import Digest
 
 
@@ -165,7 +167,8 @@ class FileStore:
 
     def write_manifest(self, digest: Digest, media_type: str, body: bytes) -> None:
         """Verify and store a manifest (blocking; call from a thread). Raises IntegrityError on mismatch."""
-        if hashlib.new(digest.algorithm, body).hexdigest() != digest.hex:
+        content = schema1_payload(body) if media_type == DOCKER_SCHEMA1_SIGNED else body
+        if hashlib.new(digest.algorithm, content or body).hexdigest() != digest.hex:
             raise IntegrityError(f"manifest does not hash to {digest}")
         final = self.manifest_path(digest)
         tmp = self.tmp_dir / f"m-{digest.hex}.{secrets.token_hex(4)}.part"

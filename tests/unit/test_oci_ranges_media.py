@@ -102,3 +102,18 @@ def test_bearer_challenge() -> None:
     basic = parse_challenge('Basic realm="x"')
     assert basic is not None and basic.scheme == "basic"
     assert parse_challenge("") is None
+
+
+def test_schema1_payload_is_what_the_digest_covers() -> None:
+    import base64
+
+    from mirror.oci.manifest import schema1_payload
+
+    payload = b'{\n   "schemaVersion": 1,\n   "name": "library/app",\n   "fsLayers": []\n}'
+    cut = payload.rindex(b"\n}")
+    tail = base64.urlsafe_b64encode(payload[cut:]).rstrip(b"=").decode()
+    protected = base64.urlsafe_b64encode(json.dumps({"formatLength": cut, "formatTail": tail}).encode()).decode()
+    sig = json.dumps([{"header": {}, "signature": "x", "protected": protected.rstrip("=")}]).encode()
+    signed = payload[:cut] + b',\n   "signatures": ' + sig + payload[cut:]
+    assert schema1_payload(signed) == payload
+    assert schema1_payload(payload) is None
