@@ -24,7 +24,7 @@ from typing import BinaryIO
 import zstandard
 
 from mirror.edge.bundle import INDEX_NAME, BundleIndex, BundleTag, member_name
-from mirror.edge.graph import Closure, image_closure
+from mirror.edge.graph import Closure, image_closure, manifest_matches
 from mirror.edge.images import ImageRef, PlatformFilter
 from mirror.oci.reference import Digest
 from mirror.store.files import FileStore
@@ -166,7 +166,7 @@ def _write_members(tar: tarfile.TarFile, store: FileStore, index: BundleIndex, p
         stored = store.read_manifest(digest)
         if stored is None or len(stored.body) != size:
             raise ExportError(f"manifest {digest} left the cache during the export")
-        if hashlib.new(digest.algorithm, stored.body).hexdigest() != digest.hex:
+        if not manifest_matches(digest, stored.media_type, stored.body):
             raise ExportError(f"cached manifest {digest} is corrupt; run shoal verify --repair")
         tar.addfile(_info(member_name("manifests", digest), size), io.BytesIO(stored.body))
         progress(size)

@@ -7,12 +7,13 @@ Both read only the local cache: no network.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from mirror.edge.images import PlatformFilter
 from mirror.oci import mediatypes
 from mirror.oci.errors import ManifestInvalid
-from mirror.oci.manifest import Descriptor, ManifestRefs, parse_refs
+from mirror.oci.manifest import Descriptor, ManifestRefs, parse_refs, schema1_payload
 from mirror.oci.reference import Digest
 from mirror.store.files import FileStore, StoredManifest
 
@@ -23,6 +24,12 @@ def is_distributable(descriptor: Descriptor) -> bool:
     """Foreign (Windows base) layers are fetched from their own URLs by clients, never from a registry."""
     media_type = descriptor.media_type
     return "foreign" not in media_type and "nondistributable" not in media_type
+
+
+def manifest_matches(digest: Digest, media_type: str, body: bytes) -> bool:
+    """Whether a manifest's bytes are what its digest names (a signed schema1's digest covers its payload)."""
+    content = schema1_payload(body) if media_type == mediatypes.DOCKER_SCHEMA1_SIGNED else body
+    return hashlib.new(digest.algorithm, content or body).hexdigest() == digest.hex
 
 
 def read_refs(store: FileStore, digest: Digest) -> tuple[StoredManifest, ManifestRefs] | None:

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mirror.edge.graph import manifest_matches
 from mirror.oci.errors import RegistryError
 from mirror.oci.reference import Digest
 from mirror.store.tags import TagEntry
@@ -45,12 +46,10 @@ class VerifyReport:
     removed: int = 0
 
 
-def _file_hex(path: Path, algorithm: str, skip_first_line: bool = False) -> tuple[str, int]:
+def _file_hex(path: Path, algorithm: str) -> tuple[str, int]:
     h = hashlib.new(algorithm)
     size = 0
     with open(path, "rb") as f:
-        if skip_first_line:
-            size += len(f.readline())
         while chunk := f.read(CHUNK):
             h.update(chunk)
             size += len(chunk)
@@ -78,12 +77,13 @@ def check_blob(path: Path, digest: Digest) -> tuple[int, str | None]:
 
 
 def check_manifest(path: Path, digest: Digest) -> tuple[int, str | None]:
-    with open(path, "rb") as f:
-        media_type = f.readline()
-    if not media_type.endswith(b"\n") or not media_type.strip():
-        return 0, "no media type line"
-    actual, size = _file_hex(path, digest.algorithm, skip_first_line=True)
-    return size, None if actual == digest.hex else f"manifest hashes to {digest.algorithm}:{actual}"
+    raw = path.read_bytes()  # manifests are small (4 MiB at most)
+    media_type, newline, body = raw.partition(b"\n")
+    if not newline or not media_type.strip():
+        return len(raw), "no media type line"
+    if not manifest_matches(digest, media_type.decode("utf-8", "replace"), body):
+        return len(raw), f"manifest does not hash to {digest}"
+    return len(raw), None
 
 
 def check_tag(path: Path) -> str | None:
