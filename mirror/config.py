@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from mirror.oci.reference import DOCKER_HUB, normalize_registry
+from mirror.oci.errors import RegistryError
+from mirror.oci.reference import DOCKER_HUB, normalize_registry, parse_image
 
 DEFAULT_ALLOWLIST: tuple[str, ...] = (
     "docker.io",
@@ -70,6 +71,8 @@ class MirrorConfig:
     access_log: bool = True
     loop: str = "asyncio"  # or "uvloop"; see PERF-NOTES: asyncio keeps sendfile zero-copy
     workers: int = 1
+    max_cache_bytes: int | None = None  # blobs beyond this are evicted, least recently used first
+    pins: tuple[str, ...] = ()  # images never evicted, e.g. "registry.k8s.io/pause:3.9"
 
     def upstreams_for(self, registry: str) -> tuple[UpstreamConfig, ...]:
         """Configured upstreams in priority order; an allowlisted registry defaults to its public endpoint."""
@@ -198,6 +201,10 @@ def mirror_config_from(data: dict[str, Any]) -> MirrorConfig:
             changes[key] = bool(data[key])
     if "loop" in data:
         changes["loop"] = str(data["loop"])
+    if data.get("max_cache_size") is not None:
+        changes["max_cache_bytes"] = _size(str(data["max_cache_size"]))
+    if "pins" in data:
+        changes["pins"] = tuple(_pin(str(p)) for p in data["pins"] or ())
     registries: dict[str, tuple[UpstreamConfig, ...]] = {}
     for name, spec in (data.get("registries") or {}).items():
         reg = normalize_registry(str(name))
@@ -219,6 +226,7 @@ def apply_flags(
     tag_ttl: float | None = None,
     loop: str | None = None,
     workers: int | None = None,
+    max_cache_size: str | None = None,
 ) -> MirrorConfig:
     """Flags override the file; ``--upstream`` for a registry replaces that registry's file-given list."""
     changes: dict[str, Any] = {}
@@ -234,6 +242,8 @@ def apply_flags(
         changes["loop"] = loop
     if workers:
         changes["workers"] = workers
+    if max_cache_size:
+        changes["max_cache_bytes"] = _size(max_cache_size)
     if upstreams:
         flagged: dict[str, list[UpstreamConfig]] = {}
         for item in upstreams:
@@ -243,6 +253,34 @@ def apply_flags(
             flagged.setdefault(registry, []).append(previous.get(url, UpstreamConfig(url)))
         changes["registries"] = {**cfg.registries, **{k: tuple(v) for k, v in flagged.items()}}
     return validate(replace(cfg, **changes))
+
+
+def parse_size(text: str) -> int:
+    """``10G``, ``500MiB``, ``1.5TB``, ``1048576`` → bytes (binary multiples; operators mean GiB by G)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1] if t and t[-1] in units else ""
+    try:
+        value = float(t[:-1] if unit else t)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use e.g. 500M, 20G)") from None
+    if value <= 0:
+        raise ValueError(f"size must be positive: {text!r}")
+    return int(value * units[unit])
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise ConfigError(f"max_cache_size: {exc}") from None
+
+
+def _pin(text: str) -> str:
+    try:
+        return str(parse_image(text))
+    except RegistryError as exc:
+        raise ConfigError(f"pins: {text!r}: {exc.message}") from None
 
 
 def validate(cfg: MirrorConfig) -> MirrorConfig:

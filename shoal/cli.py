@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tag-ttl", type=float, help="seconds a tag resolution is trusted (default 300)")
     serve.add_argument("--loop", choices=("asyncio", "uvloop"), help="event loop (default asyncio: zero-copy)")
     serve.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
+    serve.add_argument("--max-cache-size", metavar="SIZE", help="evict least recently used blobs beyond this (20G)")
     serve.add_argument("--offline", action="store_true", help="serve only from cache; never contact upstreams")
     serve.add_argument("--log-level", default="INFO")
 
@@ -97,6 +98,7 @@ def load_config(args: argparse.Namespace) -> tuple[MirrorConfig, dict[str, Any]]
         tag_ttl=args.tag_ttl,
         loop=args.loop,
         workers=args.workers,
+        max_cache_size=args.max_cache_size,
     ), data
 
 

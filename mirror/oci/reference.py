@@ -142,3 +142,34 @@ def parse_path(path: str) -> RegistryPath:
             return RegistryPath(route, name, reference=Reference.parse(tail))
         return RegistryPath(route, name, digest=Digest.parse(tail))
     raise NameInvalid("unknown registry API path")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    registry: str
+    repository: str
+    reference: Reference
+
+    def __str__(self) -> str:
+        sep = "@" if self.reference.digest else ":"
+        return f"{self.registry}/{self.repository}{sep}{self.reference}"
+
+
+def parse_image(text: str, default_registry: str = DOCKER_HUB) -> ImageRef:
+    """``name[:tag|@digest]`` with or without a registry host, as docker and containerd read it.
+
+    The first component is a registry host when it contains ``.`` or ``:`` or is ``localhost``; a missing
+    reference means ``latest``.
+    """
+    rest, at, digest = text.strip().partition("@")
+    first, slash, remainder = rest.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        registry, rest = normalize_registry(first), remainder
+    else:
+        registry = normalize_registry(default_registry)
+    name, colon, tag = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if at:
+        reference = Reference(digest=Digest.parse(digest))
+    else:
+        reference = Reference(tag=validate_tag(tag if colon else "latest"))
+    return ImageRef(registry, normalize_repository(registry, validate_name(name)), reference)

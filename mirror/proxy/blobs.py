@@ -18,6 +18,7 @@ from mirror.oci.reference import Digest
 from mirror.proxy.inflight import Download, InflightTable
 from mirror.proxy.peers import PeerSource
 from mirror.store.files import FileStore, IntegrityError
+from mirror.store.quota import CacheQuota
 from mirror.upstream.client import UpstreamClient
 
 log = logging.getLogger("shoal.blobs")
@@ -45,10 +46,17 @@ class FollowedBlob:
 
 
 class BlobService:
-    def __init__(self, store: FileStore, upstream: UpstreamClient, peers: PeerSource | None = None) -> None:
+    def __init__(
+        self,
+        store: FileStore,
+        upstream: UpstreamClient,
+        peers: PeerSource | None = None,
+        quota: CacheQuota | None = None,
+    ) -> None:
         self.store = store
         self.upstream = upstream
         self.peers = peers
+        self.quota = quota
         self.inflight = InflightTable()
 
     def cached(self, digest: Digest) -> CachedBlob | None:
@@ -60,6 +68,8 @@ class BlobService:
         hit = self.cached(digest)
         if hit:
             metrics.CACHE.labels("blob", "hit").inc()
+            if self.quota is not None:
+                self.quota.touch(str(digest))
             return hit
         key = str(digest)
         download = self.inflight.get(key)
@@ -149,6 +159,11 @@ class BlobService:
             if self.peers is not None:
                 self.peers.holding(digest, writer.size)
             await download.finish()
+            if self.quota is not None:
+                try:
+                    await self.quota.added(str(digest), writer.size)
+                except Exception:
+                    log.exception("cache eviction failed")
             log.info("cached %s (%d bytes) from %s", digest, writer.size, upstream_name)
         except BaseException as exc:
             if writer is not None:

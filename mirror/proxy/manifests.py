@@ -9,12 +9,13 @@ digest is served (stale-if-error), logged once per tag and counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,8 +24,8 @@ import aiohttp
 from mirror import metrics
 from mirror.oci import mediatypes
 from mirror.oci.errors import ManifestInvalid, ManifestUnknown, RegistryError, TooManyRequests, Unavailable
-from mirror.oci.manifest import check_size, schema1_payload
-from mirror.oci.reference import Digest, Reference
+from mirror.oci.manifest import check_size, parse_refs, schema1_payload
+from mirror.oci.reference import Digest, ImageRef, Reference
 from mirror.store.files import FileStore, IntegrityError, StoredManifest
 from mirror.store.tags import TagEntry, TagKey, TagStore
 from mirror.upstream.client import UpstreamClient
@@ -156,13 +157,16 @@ class ManifestService:
         if entry is not None and (self.offline or now - entry.fetched_at < self.tag_ttl):
             metrics.CACHE.labels("tag", "hit").inc()
             return await self._from_entry(key, entry)
-        if self.offline:
-            raise ManifestUnknown("tag not cached, and this mirror is offline")
-        if entry is None:
-            metrics.CACHE.labels("tag", "miss").inc()
-            return await self._fetch_tag(key, accepted)
-        metrics.CACHE.labels("tag", "revalidate").inc()
+        if entry is None and self.offline:
+            entry = await self._any_variant(key, accepted)
+            if entry is None:
+                raise ManifestUnknown("tag not cached, and this mirror is offline")
+            return await self._from_entry(key, entry)
         try:
+            if entry is None:
+                metrics.CACHE.labels("tag", "miss").inc()
+                return await self._fetch_tag(key, accepted)
+            metrics.CACHE.labels("tag", "revalidate").inc()
             current = await self._head_digest(key, accepted)
             if current == entry.digest:
                 self.tags.touch(key, now)
@@ -170,19 +174,25 @@ class ManifestService:
                 return await self._from_entry(key, entry)
             return await self._fetch_tag(key, accepted)
         except (Unavailable, TooManyRequests) as exc:
+            stale = entry or await self._any_variant(key, accepted)
+            if stale is None:
+                raise
             if key not in self._stale_logged:
                 self._stale_logged.add(key)
                 log.warning(
-                    "serving %s/%s:%s stale (%s): %s",
-                    key.registry,
-                    key.repository,
-                    key.tag,
-                    entry.digest,
-                    exc.message,
+                    "serving %s/%s:%s stale (%s): %s", key.registry, key.repository, key.tag, stale.digest, exc.message
                 )
             metrics.STALE_SERVES.inc()
-            manifest = await self._from_entry(key, entry)
-            return dataclasses.replace(manifest, stale=True)
+            return dataclasses.replace(await self._from_entry(key, stale), stale=True)
+
+    async def _any_variant(self, key: TagKey, accepted: tuple[str, ...]) -> TagEntry | None:
+        """A resolution cached for another Accept whose media type this client accepts (upstream unreachable,
+        or an imported bundle): better than failing an edge node's pull."""
+        variants = await asyncio.to_thread(self.tags.variants, key.registry, key.repository, key.tag)
+        for _, entry in variants:
+            if mediatypes.is_acceptable(entry.media_type, accepted):
+                return entry
+        return None
 
     async def _from_entry(self, key: TagKey, entry: TagEntry) -> Manifest:
         return await self.by_digest(key.registry, key.repository, Digest.parse(entry.digest))
@@ -205,6 +215,37 @@ class ManifestService:
         await asyncio.to_thread(self.tags.put, key, entry)
         self._stale_logged.discard(key)
         return manifest
+
+    # cache lifecycle ---------------------------------------------------------------------------------
+
+    def forget(self, digests: Iterable[str]) -> None:
+        """Drop evicted manifests from memory (the quota already removed them from disk)."""
+        for digest in digests:
+            self.memory.discard(digest)
+
+    def closure(self, images: Iterable[ImageRef]) -> set[str]:
+        """Every manifest and blob digest the images reach through cached tags and manifests (blocking)."""
+        seen: set[str] = set()
+        roots: list[str] = []
+        for image in images:
+            if image.reference.digest is not None:
+                roots.append(str(image.reference.digest))
+            else:
+                variants = self.tags.variants(image.registry, image.repository, str(image.reference.tag))
+                roots.extend(entry.digest for _, entry in variants)
+        while roots:
+            digest = roots.pop()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            stored = self.store.read_manifest(Digest.parse(digest))
+            if stored is None:
+                continue
+            with contextlib.suppress(RegistryError):
+                refs = parse_refs(stored.body)
+                roots.extend(str(d.digest) for d in refs.manifests)
+                seen.update(str(d.digest) for d in refs.blobs)
+        return seen
 
     # upstream ----------------------------------------------------------------------------------------
 

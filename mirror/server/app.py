@@ -6,6 +6,7 @@ anything unexpected is logged with its traceback and becomes a 500 ``UNKNOWN`` â
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mirror import metrics
 from mirror.config import MirrorConfig
 from mirror.oci.errors import NameUnknown, RegistryError, Unsupported
+from mirror.oci.reference import parse_image
 from mirror.proxy.blobs import BlobService
 from mirror.proxy.manifests import ManifestService
 from mirror.proxy.peers import PeerSource
@@ -24,6 +26,7 @@ from mirror.server.blob_response import BlobStream
 from mirror.server.observe import INFO, RequestInfo
 from mirror.server.registry_api import API_VERSION, RegistryAPI
 from mirror.store.files import FileStore
+from mirror.store.quota import CacheQuota
 from mirror.store.tags import TagStore
 from mirror.upstream.client import UpstreamClient
 
@@ -43,17 +46,32 @@ class Services:
         self.store = FileStore(config.cache_dir)
         self.tags = TagStore(config.cache_dir)
         self.upstream = UpstreamClient(config.upstreams_for)
-        self.blobs = BlobService(self.store, self.upstream, peers)
         self.manifests = ManifestService(
-            self.store,
-            self.tags,
-            self.upstream,
-            config.tag_ttl,
-            config.manifest_memory_bytes,
-            offline=offline,
+            self.store, self.tags, self.upstream, config.tag_ttl, config.manifest_memory_bytes, offline=offline
         )
+        self.quota: CacheQuota | None = None
+        if config.max_cache_bytes:
+            self.quota = CacheQuota(self.store, config.max_cache_bytes, self.pinned_digests, self.manifests.forget)
+        self.blobs = BlobService(self.store, self.upstream, peers, self.quota)
+        self._background: list[asyncio.Task[None]] = []
+
+    def pinned_digests(self) -> set[str]:
+        """Every digest the configured pins reach through cached tags, indexes and manifests."""
+        return self.manifests.closure(parse_image(pin) for pin in self.config.pins)
+
+    async def start(self) -> None:
+        removed = self.store.clean_temp()
+        if removed:
+            log.info("removed %d interrupted downloads from %s", removed, self.store.tmp_dir)
+        if self.quota is not None:
+            await asyncio.to_thread(self.quota.load)
+            log.info("cache holds %d bytes of blobs (limit %d)", self.quota.total, self.quota.max_bytes)
+            self._background.append(asyncio.create_task(self.quota.run_flusher()))
 
     async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.blobs.inflight.shutdown()
         await self.upstream.close()
 
@@ -125,8 +143,12 @@ def make_app(services: Services) -> web.Application:
     app.router.add_get("/metrics", metrics_handler)
     admin.register(app, services)
 
+    async def on_startup(app: web.Application) -> None:
+        await services.start()
+
     async def on_cleanup(app: web.Application) -> None:
         await services.close()
 
+    app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import IO
 
 from aiohttp import web
@@ -50,8 +51,10 @@ class BlobStream(web.StreamResponse):
         offset: int,
         count: int,
         download: Download | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(status=status, headers=headers)
+        self._on_close = on_close
         self._file: IO[bytes] = open(fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - closed in prepare
         self._offset = offset
         self._count = count
@@ -84,6 +87,8 @@ class BlobStream(web.StreamResponse):
             _abort(request)
         finally:
             self._file.close()
+            if self._on_close is not None:
+                self._on_close()
         return None
 
     async def _follow(self, request: web.BaseRequest) -> None:

@@ -7,6 +7,7 @@ containerd adds when it uses a mirror — picks the upstream registry; no ``ns``
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -120,7 +121,12 @@ class RegistryAPI:
             await download.wait_received(rng.start)
         status, headers = blob_headers(digest, size, rng)
         offset, count = (rng.start, rng.length) if rng else (0, size)
-        return BlobStream(status, {**headers, **API_VERSION}, blob.fd, offset, count, download)
+        on_close = None
+        quota = self.blobs.quota
+        if quota is not None and download is None:  # never evict a blob while it is being read
+            quota.acquire(digest)
+            on_close = functools.partial(quota.release, digest)
+        return BlobStream(status, {**headers, **API_VERSION}, blob.fd, offset, count, download, on_close)
 
     async def _tags(self, request: web.Request, registry: str, repository: str, name: str) -> web.StreamResponse:
         query = {k: v for k, v in request.query.items() if k in ("n", "last")}

@@ -30,9 +30,6 @@ async def run_app(
     cfg: MirrorConfig, sock: socket.socket, offline: bool = False, plugins: Sequence[MirrorPlugin] = ()
 ) -> None:
     services = Services(cfg, offline=offline)
-    removed = services.store.clean_temp()
-    if removed:
-        log.info("removed %d interrupted downloads from %s", removed, services.store.tmp_dir)
     app = make_app(services)
     for plugin in plugins:
         plugin.attach(services, app)

@@ -52,6 +52,16 @@ class TagStore:
             self._memory[key] = entry
         return entry
 
+    def variants(self, registry: str, repository: str, tag: str) -> list[tuple[TagKey, TagEntry]]:
+        """Every cached resolution of a tag, whatever the Accept it was made for; newest first."""
+        found = []
+        for path in (self.root / registry / repository / "_tags" / tag).glob("*.json"):
+            key = TagKey(registry, repository, tag, path.stem)
+            entry = self.get(key)
+            if entry is not None:
+                found.append((key, entry))
+        return sorted(found, key=lambda kv: -kv[1].fetched_at)
+
     def put(self, key: TagKey, entry: TagEntry) -> None:
         """Remember a resolution (blocking write of a few hundred bytes; callers may use a thread)."""
         self._memory[key] = entry
