@@ -28,6 +28,7 @@ DEFAULT_ALLOWLIST: tuple[str, ...] = (
     "public.ecr.aws",
     "nvcr.io",
 )
+ANY_REGISTRY = "*"
 # Docker Hub's API does not live at https://docker.io.
 WELL_KNOWN_ENDPOINTS = {DOCKER_HUB: "https://registry-1.docker.io"}
 
@@ -51,6 +52,7 @@ class UpstreamConfig:
     insecure: bool = False
     connect_timeout: float = 5.0
     idle_timeout: float = 60.0  # between reads, not total: multi-GB layers must finish
+    mirror: bool = False  # the upstream is itself a mirror (a central Shoal): tell it the registry with ?ns=
 
     @property
     def name(self) -> str:
@@ -75,8 +77,9 @@ class MirrorConfig:
     pins: tuple[str, ...] = ()  # images never evicted, e.g. "registry.k8s.io/pause:3.9"
 
     def upstreams_for(self, registry: str) -> tuple[UpstreamConfig, ...]:
-        """Configured upstreams in priority order; an allowlisted registry defaults to its public endpoint."""
-        configured = self.registries.get(registry)
+        """Configured upstreams in priority order, else the ``*`` upstreams (an edge chained to a central
+        mirror), else an allowlisted registry's public endpoint."""
+        configured = self.registries.get(registry) or self.registries.get(ANY_REGISTRY)
         if configured:
             return configured
         if registry in self.allowlist:
@@ -100,11 +103,15 @@ def parse_listen(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
+def _registry_key(name: str) -> str:
+    return ANY_REGISTRY if name == ANY_REGISTRY else normalize_registry(name)
+
+
 def parse_upstream_flag(text: str) -> tuple[str, str]:
     registry, sep, url = text.partition("=")
     if not sep or not registry or not url:
         raise ConfigError(f"--upstream takes REGISTRY=URL, got {text!r}")
-    return normalize_registry(registry), _check_url(url)
+    return _registry_key(registry), _check_url(url)
 
 
 def _check_url(url: str) -> str:
@@ -130,7 +137,7 @@ def _secret(raw: dict[str, Any], where: str) -> str | None:
     return None
 
 
-def _upstream(raw: Any, where: str) -> UpstreamConfig:
+def _upstream(raw: Any, where: str, any_registry: bool = False) -> UpstreamConfig:
     if isinstance(raw, str):
         raw = {"url": raw}
     if not isinstance(raw, dict) or "url" not in raw:
@@ -164,6 +171,7 @@ def _upstream(raw: Any, where: str) -> UpstreamConfig:
         insecure=bool(raw.get("insecure", False)),
         connect_timeout=float(raw.get("connect_timeout", 5.0)),
         idle_timeout=float(raw.get("idle_timeout", 60.0)),
+        mirror=any_registry or bool(raw.get("mirror", False)),
     )
 
 
@@ -207,11 +215,13 @@ def mirror_config_from(data: dict[str, Any]) -> MirrorConfig:
         changes["pins"] = tuple(_pin(str(p)) for p in data["pins"] or ())
     registries: dict[str, tuple[UpstreamConfig, ...]] = {}
     for name, spec in (data.get("registries") or {}).items():
-        reg = normalize_registry(str(name))
+        reg = _registry_key(str(name))
         ups = spec.get("upstreams") if isinstance(spec, dict) else spec
         if not isinstance(ups, list) or not ups:
             raise ConfigError(f"registries.{name}: give a list of upstreams")
-        registries[reg] = tuple(_upstream(u, f"registries.{name}.upstreams[{i}]") for i, u in enumerate(ups))
+        registries[reg] = tuple(
+            _upstream(u, f"registries.{name}.upstreams[{i}]", reg == ANY_REGISTRY) for i, u in enumerate(ups)
+        )
     changes["registries"] = registries
     return validate(replace(cfg, **changes))
 
@@ -250,7 +260,8 @@ def apply_flags(
             registry, url = parse_upstream_flag(item)
             previous = {u.url: u for u in cfg.registries.get(registry, ())}
             # Keep credentials and options the file gave for the same URL.
-            flagged.setdefault(registry, []).append(previous.get(url, UpstreamConfig(url)))
+            default = UpstreamConfig(url, mirror=registry == ANY_REGISTRY)
+            flagged.setdefault(registry, []).append(previous.get(url, default))
         changes["registries"] = {**cfg.registries, **{k: tuple(v) for k, v in flagged.items()}}
     return validate(replace(cfg, **changes))
 

@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import aiohttp
 from yarl import URL
@@ -138,7 +139,7 @@ class UpstreamClient:
                 if health.backoff_until > now:
                     attempt.retry_after = min(attempt.retry_after or 1e9, health.backoff_until - now)
                 continue
-            resp = await self._try(up, method, repository, suffix, headers or {}, attempt)
+            resp = await self._try(up, registry, method, repository, suffix, headers or {}, attempt)
             if resp is not None:
                 return resp
         if attempt.not_found and attempt.retry_after is None:
@@ -158,6 +159,7 @@ class UpstreamClient:
     async def _try(
         self,
         up: UpstreamConfig,
+        registry: str,
         method: str,
         repository: str,
         suffix: str,
@@ -166,6 +168,8 @@ class UpstreamClient:
     ) -> UpstreamResponse | None:
         remote_repo = f"{up.path_prefix}/{repository}" if up.path_prefix else repository
         url = f"{up.url}/v2/{remote_repo}/{suffix}"
+        if up.mirror:  # a chained mirror learns the registry the way containerd tells us: ?ns=
+            url += ("&" if "?" in suffix else "?") + urlencode({"ns": registry})
         scope = pull_scope(remote_repo)
         health = self._health[up.url]
         started = self._clock()
