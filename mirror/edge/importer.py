@@ -60,6 +60,11 @@ class _TrackedInput:
         self._on_bytes(len(data))
         return data
 
+    @property
+    def cut_short(self) -> bool:
+        """All of the file has been read and it stopped inside a zstd frame."""
+        return self._f.tell() >= os.fstat(self._f.fileno()).st_size and not self.tracker.complete
+
 
 def remove_stale_staging(cache_dir: Path) -> None:
     """Staging directories of imports whose process is gone (killed mid-import)."""
@@ -124,10 +129,10 @@ async def _stage(stage: FileStore, source: _TrackedInput) -> BundleIndex:
         await asyncio.to_thread(_drain, reader, source)
     except IntegrityError as exc:
         raise BundleError(f"bundle is corrupt: {exc}") from None
-    except zstandard.ZstdError as exc:
+    except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
+        if source.cut_short:
+            raise BundleError(f"bundle is truncated after {source.tracker.consumed} bytes") from None
         raise BundleError(f"bundle is corrupt: {exc}") from None
-    except (tarfile.TarError, EOFError) as exc:
-        raise BundleError(f"bundle is corrupt or truncated: {exc}") from None
     return index
 
 

@@ -105,7 +105,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         metrics.REQUESTS.labels(info.route, str(status)).inc()
-        if sent:
+        if sent and info.source != "-":
             metrics.BYTES_SERVED.labels(info.source).inc(sent)
         if request.app.get(LOG_ACCESS, True):
             access_log.info(

@@ -105,6 +105,15 @@ class Hostile:
             return self._challenge()
         if b.missing_repo_401 and "/missing/" in path:
             return self._challenge()
+        if path.endswith("/tags/list"):
+            tags = sorted(t for t in self.manifests if ":" not in t)
+            last, n = request.query.get("last"), int(request.query.get("n", "100"))
+            tags = [t for t in tags if last is None or t > last]
+            page, more = tags[:n], len(tags) > n
+            headers = {"Link": f'<{path}?n={n}&last={page[-1]}>; rel="next"'} if more else {}
+            return web.json_response(
+                {"name": path.split("/v2/")[1].rsplit("/tags", 1)[0], "tags": page}, headers=headers
+            )
         kind, _, ref = path.rpartition("/")
         if kind.endswith("/manifests"):
             if ref not in self.manifests:

@@ -237,3 +237,24 @@ async def test_large_manifest_in_small_chunks_and_oversized_refused(tmp_path: Pa
         assert headers["Docker-Content-Digest"] == "sha256:" + hashlib.sha256(big).hexdigest()
         status, _, body = await env.get("/v2/app/manifests/huge")
         assert status == 400 and b"MANIFEST_INVALID" in body
+
+
+async def test_tags_list_pagination_links_point_at_the_mirror(tmp_path: Path) -> None:
+    hostile = Hostile()
+    for tag in ("a", "b", "c"):
+        hostile.add_image(tag, tag.encode())
+    runners = await start_hostile(hostile)
+    upstream = UpstreamConfig(hostile.url, path_prefix="hub-proxy")
+    shoal_runner, url, _ = await start_shoal(mirror_config(tmp_path, upstream))
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+            async with client.get(f"{url}/v2/app/tags/list?n=2&ns=docker.io") as resp:
+                assert await resp.json() == {"name": "app", "tags": ["a", "b"]}
+                assert resp.headers["Link"] == '</v2/app/tags/list?n=2&last=b&ns=docker.io>; rel="next"'
+            async with client.get(f"{url}/v2/app/tags/list?n=2&last=b") as resp:
+                assert (await resp.json())["tags"] == ["c"] and "Link" not in resp.headers
+        assert hostile.hits["GET /v2/hub-proxy/library/app/tags/list"] == 2  # the prefix was applied upstream
+    finally:
+        await shoal_runner.cleanup()
+        for r in runners:
+            await r.cleanup()
