@@ -59,8 +59,9 @@ def plan(store: FileStore, tags: TagStore, images: list[ImageRef], platforms: Pl
             variants.setdefault((key.registry, key.repository, key.tag), []).append((key, entry))
     problems: list[str] = []
     for image in images:
+        found: list[BundleTag] = []
         if image.digest is not None:
-            closure, found = image_closure(store, image.digest, platforms), []
+            closure = image_closure(store, image.digest, platforms)
         else:
             recorded = variants.get((image.registry, image.repository, str(image.tag)), [])
             if not recorded:
@@ -90,7 +91,7 @@ def _tag_closure(
     store: FileStore, recorded: list[tuple[TagKey, TagEntry]], platforms: PlatformFilter | None
 ) -> tuple[Closure, list[BundleTag]]:
     """Every ``Accept`` variant of a tag whose content is complete; one complete variant is enough."""
-    closure, found, missing = Closure(), [], []
+    closure, found, missing = Closure(), list[BundleTag](), list[str]()
     for key, entry in recorded:
         sub = image_closure(store, Digest.parse(entry.digest), platforms)
         if sub.missing:

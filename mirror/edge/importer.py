@@ -18,7 +18,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import zstandard
 
@@ -99,7 +99,9 @@ def _prepare(cache_dir: Path) -> Path:
 
 
 async def _stage(stage: FileStore, source: _TrackedInput) -> BundleIndex:
-    reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK, read_across_frames=True)
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        cast(IO[bytes], source), read_size=CHUNK, read_across_frames=True
+    )
     try:
         tar = await asyncio.to_thread(tarfile.open, fileobj=reader, mode="r|", bufsize=CHUNK)
         index = await _read_index(tar)

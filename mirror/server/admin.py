@@ -246,7 +246,7 @@ class Admin:
 
 
 def _counter_total(counter: Any) -> float:
-    return sum(s.value for family in counter.collect() for s in family.samples if s.name.endswith("_total"))
+    return float(sum(s.value for family in counter.collect() for s in family.samples if s.name.endswith("_total")))
 
 
 def register(app: web.Application, services: Services) -> None:
