@@ -105,10 +105,12 @@ class Prefetcher:
         self.reporter: Reporter = reporter or SilentReporter()
         self.jobs = max(1, jobs)
         self.progress = Progress()
+        self._manifest_slots: asyncio.Semaphore | None = None
 
     async def run(self, images: list[ImageRef]) -> list[ImageResult]:
         """Resolve every image, then fetch all their blobs (each digest once); returns one result per image."""
         self.progress.images = len(images)
+        self._manifest_slots = asyncio.Semaphore(self.jobs * 2)
         results = [ImageResult(image) for image in images]
         await asyncio.gather(*(self._resolve(r) for r in results))
         owners: dict[Digest, tuple[ImageRef, int, list[ImageResult]]] = {}
@@ -141,8 +143,10 @@ class Prefetcher:
         self.reporter.event(self.progress, f"FAILED {message}")
 
     async def _manifest(self, result: ImageResult, reference: str) -> FetchedManifest | None:
+        assert self._manifest_slots is not None
         try:
-            manifest = await self.source.manifest(result.image, reference)
+            async with self._manifest_slots:
+                manifest = await self.source.manifest(result.image, reference)
         except PrefetchError as exc:
             self._fail(result, f"{result.image}: manifest {reference}: {exc}")
             return None
