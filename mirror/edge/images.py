@@ -1,8 +1,8 @@
 """IMAGE arguments (``name[:tag|@digest]``, with or without a registry host) and platform selection.
 
-Pure: the same grammar as ``docker pull``. The first path component is a registry host when it contains a
-``.`` or a ``:`` or is ``localhost``; otherwise the image is on Docker Hub, where one-component names live
-under ``library/``. No tag and no digest means ``latest``.
+Pure. The grammar is the core's (``mirror.oci.reference.parse_image``: the same as ``docker pull``); this
+module gives edge commands a flat view of it (tag or digest) and one-line errors, and says which children
+of an index a platform selection takes.
 """
 
 from __future__ import annotations
@@ -10,17 +10,9 @@ from __future__ import annotations
 import platform as _platform
 from dataclasses import dataclass
 
+from mirror.oci import reference
 from mirror.oci.errors import RegistryError
-from mirror.oci.reference import (
-    DOCKER_HUB,
-    Digest,
-    normalize_registry,
-    normalize_repository,
-    validate_name,
-    validate_tag,
-)
-
-DEFAULT_TAG = "latest"
+from mirror.oci.reference import Digest
 
 
 class ImageError(ValueError):
@@ -48,36 +40,13 @@ class ImageRef:
         return text
 
 
-def _is_host(component: str) -> bool:
-    return "." in component or ":" in component or component == "localhost"
-
-
 def parse_image(text: str) -> ImageRef:
-    """Parse ``[host[:port]/]name[:tag][@digest]``; a digest wins over a tag, which is kept for display."""
-    raw = text.strip()
-    if not raw:
-        raise ImageError("empty image reference")
+    """Parse ``[host[:port]/]name[:tag|@digest]`` with the core grammar (``mirror.oci.reference``)."""
     try:
-        rest, digest = raw, None
-        if "@" in rest:
-            rest, _, digest_text = rest.partition("@")
-            digest = Digest.parse(digest_text)
-        tag = None
-        last_slash = rest.rfind("/")
-        colon = rest.rfind(":")
-        if colon > last_slash:
-            rest, tag = rest[:colon], validate_tag(rest[colon + 1 :])
-        first, sep, remainder = rest.partition("/")
-        if sep and _is_host(first):
-            registry, name = normalize_registry(first), remainder
-        else:
-            registry, name = DOCKER_HUB, rest
-        repository = normalize_repository(registry, validate_name(name))
+        core = reference.parse_image(text)
     except RegistryError as exc:
         raise ImageError(f"{text!r}: {exc.message}") from None
-    if tag is None and digest is None:
-        tag = DEFAULT_TAG
-    return ImageRef(registry, repository, tag, digest)
+    return ImageRef(core.registry, core.repository, core.reference.tag, core.reference.digest)
 
 
 # platforms ------------------------------------------------------------------------------------------

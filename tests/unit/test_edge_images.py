@@ -19,7 +19,7 @@ HEX = "a" * 64
         ("docker.io/nginx", "docker.io", "library/nginx", "latest", None),
         ("index.docker.io/library/nginx:1", "docker.io", "library/nginx", "1", None),
         ("ghcr.io/org/app@sha256:" + HEX, "ghcr.io", "org/app", None, "sha256:" + HEX),
-        ("ghcr.io/org/app:v2@sha256:" + HEX, "ghcr.io", "org/app", "v2", "sha256:" + HEX),
+        ("ghcr.io/org/app:v2@sha256:" + HEX, "ghcr.io", "org/app", None, "sha256:" + HEX),
         ("localhost/app", "localhost", "app", "latest", None),
         ("127.0.0.1:5000/team/app:x", "127.0.0.1:5000", "team/app", "x", None),
         ("registry.k8s.io/pause:3.9", "registry.k8s.io", "pause", "3.9", None),
