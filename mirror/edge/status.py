@@ -107,6 +107,12 @@ def format_status(doc: dict[str, Any]) -> list[str]:
         f"hit ratio   {_percent(hits.get('overall'))} (blobs {_percent(hits.get('blob'))}, "
         f"manifests {_percent(hits.get('manifest'))}, tags {_percent(hits.get('tag'))})",
     ]
+    quota = doc.get("quota")
+    if isinstance(quota, dict):
+        lines.append(
+            f"quota       {human(quota.get('used_bytes', 0))} of {human(quota.get('max_bytes', 0))} used, "
+            f"{quota.get('evicted', 0)} blobs evicted"
+        )
     for registry in doc.get("upstreams", []):
         state = "reachable" if registry.get("reachable") else "UNREACHABLE"
         parts = [

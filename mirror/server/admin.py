@@ -1,7 +1,7 @@
 """Operator endpoints under ``/admin/``: node status, and preheat for a controller or CronJob.
 
 ``GET /admin/status``
-    JSON: cache size and entry counts, hit ratios from the cache metrics, upstream health per registry,
+    JSON: cache size and entry counts, quota use, hit ratios from the cache metrics, upstream health,
     downloads in flight, prefetch jobs.
 ``POST /admin/prefetch``
     Body ``{"images": ["library/nginx:1.27", ...], "platforms": ["linux/arm64"], "all_platforms": false,
@@ -158,6 +158,9 @@ class Admin:
             },
             "stale_serves": int(_counter_total(metrics.STALE_SERVES)),
         }
+        quota = self.services.quota
+        if quota is not None:
+            doc["quota"] = {"max_bytes": quota.max_bytes, "used_bytes": quota.total, "evicted": quota.evicted}
         return web.json_response(doc)
 
     # prefetch ----------------------------------------------------------------------------------------

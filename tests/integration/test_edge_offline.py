@@ -158,7 +158,7 @@ def test_corrupt_or_truncated_bundle_is_refused_and_cache_unchanged(exported: Ex
 def test_admin_prefetch_and_status(
     upstream: Registry, start_shoal: ShoalFactory, upstream_images: UpstreamImages
 ) -> None:
-    node = start_shoal("--upstream", f"docker.io={upstream.url}")
+    node = start_shoal("--upstream", f"docker.io={upstream.url}", "--max-cache-size", "1G")
     image = upstream_images.docker_single
     body = json.dumps({"images": [f"{image.repo}:{image.info.tag}", "library/absent:v1"], "all_platforms": True})
     headers = {"Content-Type": "application/json"}
@@ -177,8 +177,9 @@ def test_admin_prefetch_and_status(
     status = json.loads(raw_request(node.host, "GET", "/admin/status").body)
     assert status["cache"]["blobs"] == len(image.info.blobs)
     assert status["hit_ratio"]["blob"] is not None and status["inflight"] == {"downloads": 0}
+    assert status["quota"]["max_bytes"] == 1 << 30 and status["quota"]["used_bytes"] > 0
     text = shoal_cli("status", "--server", node.url).stdout.decode()
-    assert "hit ratio" in text and "docker.io: reachable" in text
+    assert "hit ratio" in text and "docker.io: reachable" in text and "quota" in text
 
     bad = raw_request(node.host, "POST", "/admin/prefetch", headers, b'{"images": ["Bad Name"]}')
     assert bad.status == 400 and json.loads(bad.body)["errors"][0]["code"] == "BAD_REQUEST"
