@@ -10,7 +10,8 @@ lookup.
 - `PieceLayout` maps piece indices to byte ranges (end inclusive, like HTTP `Range`) and back;
 - `Bitfield` records which pieces a node holds, MSB-first like BitTorrent, and travels as base64 in JSON;
 - `PieceHasher` computes the sha256 of every piece while a blob streams by, and `check_piece_hashes` /
-  `verify_piece` validate a published hash list and a downloaded piece against it.
+  `verify_piece` validate a published hash list and a downloaded piece against it;
+- `parse_byte_range` reads the one `Range: bytes=<start>-<end>` form peers send each other.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ TARGET_PIECES = 64
 """Adaptive sizing doubles the piece size from 4 MiB until a blob has at most this many pieces (or 64 MiB)."""
 
 _PIECE_HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
+_BYTE_RANGE_RE = re.compile(r"bytes=(\d{1,19})-(\d{1,19})")
 
 
 def choose_piece_size(blob_size: int, override: int | None = None) -> int:
@@ -246,3 +248,16 @@ class PieceHasher:
         self._hashes.append("sha256:" + self._current.hexdigest())
         self._current = hashlib.sha256()
         self._filled = 0
+
+
+def parse_byte_range(header: str | None) -> tuple[int, int] | None:
+    """`(start, end)` (end inclusive) of a `bytes=<start>-<end>` header, or None for anything else.
+
+    Peers always ask for an explicit, bounded range (a piece, or the rest of one when resuming), so open-ended,
+    suffix and multi-range forms are refused rather than interpreted.
+    """
+    match = _BYTE_RANGE_RE.fullmatch((header or "").strip())
+    if match is None:
+        return None
+    start, end = int(match[1]), int(match[2])
+    return (start, end) if start <= end else None

@@ -17,8 +17,9 @@ Rules, in the order `lookup` applies them:
 - Otherwise the asker is elected. An election ends when the elected node announces the blob complete,
   withdraws it, dies, or announces no new piece for `stall_timeout`; the next asker is then elected.
 
-A blob's `PieceLayout` is fixed when the tracker first hears its size (from an asker or an announcer, with
-the announcer's piece size for a partial announce); a later request that disagrees raises `Conflict`. An asker
+A blob's `PieceLayout` is fixed when the tracker first hears its size (from an asker, with its preferred piece
+size if it gave one, or an announcer, with the announcer's piece size for a partial announce); a later announce
+that disagrees raises `Conflict`. An asker
 that does not know the size yet (a client asked for a digest, nothing more) still takes part in the election.
 """
 
@@ -209,11 +210,17 @@ class Scheduler:
         if digest is None:
             del self._nodes[node_id]
 
-    def lookup(self, asker: str, digest: str, size: int | None, now: float) -> Plan:
-        """Where `asker` should get `digest` (of `size` bytes, None if unknown) from; may elect the asker."""
+    def lookup(self, asker: str, digest: str, size: int | None, now: float, *, piece_size: int | None = None) -> Plan:
+        """Where `asker` should get `digest` (of `size` bytes, None if unknown) from; may elect the asker.
+
+        `piece_size` is the asker's preferred cut: used only when this lookup fixes the blob's layout, never a
+        conflict with an existing one.
+        """
         self.lookups += 1
         self._touch(asker, now)
-        blob = self._blob(digest, size, None)
+        known = self._blobs.get(digest)
+        preferred = piece_size if known is None or known.layout is None else None
+        blob = self._blob(digest, size, preferred)
         election = self._live_election(blob, now)
         complete = self._ranked(blob.complete, asker, now)
         partial = self._ranked(blob.partial, asker, now)
@@ -250,6 +257,11 @@ class Scheduler:
         if blob.hashes is not None and blob.hashes != checked:
             raise Conflict(f"{digest} already has different piece hashes")
         blob.hashes = checked
+
+    def layout(self, digest: str) -> PieceLayout | None:
+        """How `digest` is cut, if the tracker knows."""
+        blob = self._blobs.get(digest)
+        return None if blob is None else blob.layout
 
     def piece_hashes(self, digest: str) -> tuple[PieceLayout, tuple[str, ...]] | None:
         blob = self._blobs.get(digest)

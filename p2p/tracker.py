@@ -2,10 +2,10 @@
 
 Endpoints (JSON bodies, see `p2p.wire`; all but /healthz need the cluster secret when one is configured):
 
-    POST /announce      {node, url, digest, size, pieces, piece_size?, load?} -> {"ok": true}
+    POST /announce      {node, url, digest, size, pieces, piece_size?, load?} -> {"ok": true, size, piece_size}
     POST /heartbeat     {node, load?} -> {"known": bool}; false: the node must announce everything again
     POST /withdraw      {node, digest?} -> {"ok": true}; without a digest the node leaves
-    POST /lookup        {node, digest, size?} -> a Plan
+    POST /lookup        {node, digest, size?, piece_size?} -> a Plan (piece_size: preferred cut of a new blob)
     POST /piece-hashes  {node, digest, piece_size, piece_hashes} -> {"ok": true}
     GET  /piece-hashes/{digest} -> {digest, size, piece_size, piece_hashes}, or 404
     GET  /healthz       -> {"status": "ok"}
@@ -55,17 +55,20 @@ class _Routes:
         body = await _json_body(request)
         size = wire.size(body, "size")
         piece_size = wire.optional_piece_size(body)
+        digest = wire.digest(body)
         self.scheduler.announce(
             wire.node_id(body),
             wire.url(body),
-            wire.digest(body),
+            digest,
             size,
             wire.decode_holding(body.get("pieces"), size, piece_size),
             wire.load(body) or 0.0,
             self.clock(),
             piece_size=piece_size,
         )
-        return _ok()
+        layout = self.scheduler.layout(digest)
+        assert layout is not None  # an announce always fixes the layout
+        return web.json_response({"ok": True, "size": layout.size, "piece_size": layout.piece_size})
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -81,7 +84,7 @@ class _Routes:
     async def lookup(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         asker, digest, size = wire.node_id(body), wire.digest(body), wire.optional_size(body)
-        plan = self.scheduler.lookup(asker, digest, size, self.clock())
+        plan = self.scheduler.lookup(asker, digest, size, self.clock(), piece_size=wire.optional_piece_size(body))
         return web.json_response(wire.encode_plan(plan))
 
     async def publish_piece_hashes(self, request: web.Request) -> web.Response:

@@ -66,8 +66,10 @@ class TrackerClient:
 
     async def announce(
         self, digest: str, size: int, pieces: Holding, *, piece_size: int | None = None, load: float = 0.0
-    ) -> None:
-        """Tell the tracker this node holds `pieces` (a Bitfield cut with `piece_size`, or "complete")."""
+    ) -> PieceLayout | None:
+        """Tell the tracker this node holds `pieces` (a Bitfield cut with `piece_size`, or "complete").
+
+        Returns how the tracker cuts the blob (None from an older tracker that does not say)."""
         body = {
             "node": self.node_id,
             "url": self.advertise_url,
@@ -77,7 +79,13 @@ class TrackerClient:
             "piece_size": piece_size,
             "load": load,
         }
-        await self._call("POST", ("announce",), body)
+        answer = await self._call("POST", ("announce",), body)
+        if answer.get("piece_size") is None:
+            return None
+        try:
+            return PieceLayout(wire.size(answer, "size"), wire.piece_size(answer))
+        except wire.WireError as exc:
+            raise self._failed(f"unusable announce answer: {exc}") from None
 
     async def heartbeat(self, load: float | None = None) -> bool:
         """Keep this node alive; False means the tracker forgot it and everything must be announced again."""
@@ -91,9 +99,12 @@ class TrackerClient:
         """Stop offering `digest` (evicted, or download abandoned), or leave the cluster when None."""
         await self._call("POST", ("withdraw",), {"node": self.node_id, "digest": digest})
 
-    async def lookup(self, digest: str, size: int | None) -> Plan:
-        """Where to get `digest`; give its `size` when known (see `Plan.layout` for when it is not)."""
-        answer = await self._call("POST", ("lookup",), {"node": self.node_id, "digest": digest, "size": size})
+    async def lookup(self, digest: str, size: int | None, *, piece_size: int | None = None) -> Plan:
+        """Where to get `digest`; give its `size` when known (see `Plan.layout` for when it is not).
+
+        `piece_size` is this node's preferred cut, used if this lookup is the first to give the size."""
+        body = {"node": self.node_id, "digest": digest, "size": size, "piece_size": piece_size}
+        answer = await self._call("POST", ("lookup",), body)
         try:
             return wire.decode_plan(answer)
         except wire.WireError as exc:

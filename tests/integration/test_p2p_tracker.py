@@ -98,6 +98,20 @@ async def test_election_followers_and_piece_hashes(session: aiohttp.ClientSessio
         assert a.failures == 0 and b.failures == 0
 
 
+async def test_announce_answers_the_layout_and_lookup_may_choose_it(session: aiohttp.ClientSession) -> None:
+    async with serving(make_tracker_app(None, FakeClock(), CONFIG)) as url:
+        node = client_factory(session, [url], None)
+        a, b = node("node-a"), node("node-b")
+        assert await a.announce(DIGEST, SIZE, COMPLETE) == PieceLayout(SIZE, PIECE)
+
+        other = "sha256:" + "f" * 64
+        plan = await b.lookup(other, SIZE, piece_size=20)
+        assert plan.layout == PieceLayout(SIZE, 20)
+        assert (await a.lookup(other, SIZE, piece_size=5)).layout == PieceLayout(SIZE, 20)  # a preference only
+        bits = Bitfield.from_indices(2, [0])
+        assert await b.announce(other, SIZE, bits, piece_size=20) == PieceLayout(SIZE, 20)
+
+
 async def test_a_silent_node_loses_its_election(session: aiohttp.ClientSession) -> None:
     clock = FakeClock()
     async with serving(make_tracker_app(None, clock, CONFIG)) as url:

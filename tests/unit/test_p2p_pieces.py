@@ -12,6 +12,7 @@ from p2p.pieces import (
     check_piece_hashes,
     choose_piece_size,
     hash_piece,
+    parse_byte_range,
     verify_piece,
 )
 
@@ -207,3 +208,23 @@ def test_check_and_verify_piece_hashes() -> None:
     for bad in ("sha256:" + "A" * 64, "sha512:" + "a" * 64, "sha256:abc", 7):
         with pytest.raises(ValueError, match="not a sha256"):
             check_piece_hashes(layout, [hashes[0], bad])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=0-9", (0, 9)),
+        (" bytes=4194304-8388607 ", (4194304, 8388607)),
+        ("bytes=5-5", (5, 5)),
+        ("bytes=9-0", None),
+        ("bytes=0-", None),
+        ("bytes=-10", None),
+        ("bytes=0-1,4-5", None),
+        ("items=0-9", None),
+        ("bytes=a-b", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_peers_ask_for_explicit_byte_ranges(header: str | None, expected: tuple[int, int] | None) -> None:
+    assert parse_byte_range(header) == expected

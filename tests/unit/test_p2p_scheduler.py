@@ -362,3 +362,18 @@ def test_piece_hashes_go_when_the_last_holder_goes(sched: Scheduler) -> None:
     sched.publish_piece_hashes(DIGEST, PIECE, HASHES)
     sched.withdraw("a", DIGEST)
     assert sched.piece_hashes(DIGEST) is None
+
+
+# --- layout preferences -----------------------------------------------------------------------------------------
+
+
+def test_the_first_asker_with_a_size_may_choose_the_piece_size(sched: Scheduler) -> None:
+    assert sched.lookup("a", DIGEST, SIZE, now=0, piece_size=20).layout == PieceLayout(SIZE, 20)
+    assert sched.lookup("b", DIGEST, SIZE, now=0, piece_size=5).layout == PieceLayout(SIZE, 20)
+    assert sched.layout(DIGEST) == PieceLayout(SIZE, 20)
+    assert sched.layout(OTHER) is None
+
+
+def test_a_piece_size_preference_without_a_size_fixes_nothing(sched: Scheduler) -> None:
+    assert sched.lookup("a", DIGEST, None, now=0, piece_size=20).layout is None
+    assert sched.lookup("b", DIGEST, SIZE, now=0).layout == PieceLayout(SIZE, PIECE)
