@@ -5,7 +5,7 @@ error code and HTTP status; the server renders them in exactly one middleware as
 ``{"errors": [{"code", "message", "detail"}]}``. Handlers and services raise, they never build error JSON.
 
     RegistryError
-    ├── NameInvalid, NameUnknown, DigestInvalid, BlobUnknown, ManifestUnknown, ManifestInvalid,
+    ├── BadRequest, NameInvalid, NameUnknown, DigestInvalid, BlobUnknown, ManifestUnknown, ManifestInvalid,
     │   TagInvalid, SizeInvalid, RangeNotSatisfiable, Unsupported, Denied, Unauthorized
     ├── TooManyRequests   (carries retry_after seconds)
     └── Unavailable       (every upstream failed, or offline and not cached)
@@ -35,6 +35,10 @@ class RegistryError(Exception):
         if self.detail is not None:
             err["detail"] = self.detail
         return json.dumps({"errors": [err]}).encode()
+
+
+class BadRequest(RegistryError):
+    code, status, default_message = "BAD_REQUEST", 400, "malformed request"
 
 
 class NameInvalid(RegistryError):

@@ -52,8 +52,10 @@ class BlobService:
         upstream: UpstreamClient,
         peers: PeerSource | None = None,
         quota: CacheQuota | None = None,
+        offline: bool = False,
     ) -> None:
         self.store = store
+        self.offline = offline
         self.upstream = upstream
         self.peers = peers
         self.quota = quota
@@ -75,6 +77,7 @@ class BlobService:
         download = self.inflight.get(key)
         if download is None:
             metrics.CACHE.labels("blob", "miss").inc()
+            self._refuse_if_offline()
             download = self.inflight.start(key, lambda d: self._fetch(d, registry, repository, digest))
         else:
             metrics.CACHE.labels("blob", "joined").inc()
@@ -130,6 +133,7 @@ class BlobService:
         download = self.inflight.get(str(digest))
         if download is not None and download.size is not None:
             return download.size, "upstream"
+        self._refuse_if_offline()
         resp = await self.upstream.request(
             registry, repository, f"blobs/{digest}", method="HEAD", not_found=BlobUnknown
         )
@@ -138,6 +142,10 @@ class BlobService:
         if length is None or not length.isdigit():
             raise Unavailable("upstream did not report the blob size")
         return int(length), resp.upstream.name
+
+    def _refuse_if_offline(self) -> None:
+        if self.offline:
+            raise BlobUnknown("not cached, and this mirror is offline")
 
     async def _fetch(self, download: Download, registry: str, repository: str, digest: Digest) -> None:
         metrics.INFLIGHT.inc()

@@ -32,7 +32,7 @@ from mirror.edge.images import ImageError, ImageRef, PlatformFilter, parse_image
 from mirror.edge.local_source import LocalSource
 from mirror.edge.prefetch import ImageResult, Prefetcher
 from mirror.edge.status import CacheUsage, cache_usage, hit_ratios
-from mirror.oci.errors import NameUnknown, RegistryError
+from mirror.oci.errors import BadRequest, NameUnknown
 
 if TYPE_CHECKING:
     from mirror.server.app import Services
@@ -43,10 +43,6 @@ MAX_BODY = 64 * 1024
 MAX_IMAGES = 500
 KEEP_FINISHED = 20
 USAGE_TTL = 10.0  # seconds a cache-size walk is reused
-
-
-class BadRequest(RegistryError):
-    code, status, default_message = "BAD_REQUEST", 400, "malformed admin request"
 
 
 @dataclass(slots=True)

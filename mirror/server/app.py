@@ -52,7 +52,7 @@ class Services:
         self.quota: CacheQuota | None = None
         if config.max_cache_bytes:
             self.quota = CacheQuota(self.store, config.max_cache_bytes, self.pinned_digests, self.manifests.forget)
-        self.blobs = BlobService(self.store, self.upstream, peers, self.quota)
+        self.blobs = BlobService(self.store, self.upstream, peers, self.quota, offline=offline)
         self._background: list[asyncio.Task[None]] = []
 
     def pinned_digests(self) -> set[str]:

@@ -59,7 +59,7 @@ class RegistryAPI:
 
     def _registry(self, ns: str | None) -> str:
         registry = normalize_registry(ns) if ns else self.config.default_registry
-        if not self.upstream.has_upstreams(registry):
+        if not self.upstream.has_upstreams(registry) and not self.manifests.offline:  # offline: cache only
             # A mirror must never be a way to make the server fetch from arbitrary hosts.
             raise Denied(f"registry {registry!r} is not mirrored here")
         return registry

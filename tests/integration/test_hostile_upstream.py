@@ -258,3 +258,34 @@ async def test_tags_list_pagination_links_point_at_the_mirror(tmp_path: Path) ->
         await shoal_runner.cleanup()
         for r in runners:
             await r.cleanup()
+
+
+async def test_offline_serves_cache_only_and_never_connects(tmp_path: Path) -> None:
+    hostile = Hostile()
+    manifest_digest, layer = hostile.add_image("v1", os.urandom(2000))
+    runners = await start_hostile(hostile)
+    cfg = mirror_config(tmp_path, UpstreamConfig(hostile.url))
+    try:
+        runner, url, _ = await start_shoal(cfg)  # warm the cache online
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+            for path in ("/v2/app/manifests/v1", f"/v2/app/blobs/{layer}"):
+                async with client.get(url + path) as resp:
+                    assert resp.status == 200
+        await runner.cleanup()
+        before = sum(hostile.hits.values())
+        runner, url, _ = await start_shoal(cfg, offline=True)
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+            for path in ("/v2/app/manifests/v1", f"/v2/app/manifests/{manifest_digest}", f"/v2/app/blobs/{layer}"):
+                async with client.get(url + path) as resp:
+                    assert resp.status == 200, path
+            other = hostile.add_blob(b"never fetched")
+            for method in ("GET", "HEAD"):
+                async with client.request(method, f"{url}/v2/app/blobs/{other}") as resp:
+                    assert resp.status == 404
+            async with client.get(f"{url}/v2/app/manifests/v2") as resp:
+                assert resp.status == 404 and (await resp.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        assert sum(hostile.hits.values()) == before  # offline never asked the upstream
+        await runner.cleanup()
+    finally:
+        for r in runners:
+            await r.cleanup()
