@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import hashlib
 import http.client
 import sys
@@ -29,6 +30,7 @@ from bench.lab.shoal import shoal_environment
 from bench.throttle import ThrottleProxy
 
 MiB = 1 << 20
+REPO = "library/swarm"
 
 
 class TrackerServer(LabProcess):
@@ -112,19 +114,40 @@ def fetch_all(hosts: list[str], repo: str, digest: str, timeout: float = 300.0) 
 
 @dataclass(frozen=True)
 class Round:
+    label: str
     nodes: int
     upstream_bytes: int
     times: list[float]
     ok: bool
+    cpu_busy: float
+    """Share of all CPUs busy during the pulls (0..1): near 1 means the machine, not the link, set the pace."""
 
 
-def _round(root: Path, count: int, proxy: ThrottleProxy, repo: str, digest: str, tracker_args: list[str]) -> Round:
-    with TrackerServer(root / "tracker", tracker_args) as tracker:
-        args = ["--upstream", f"docker.io={proxy.url}", "--tracker", tracker.url, "--heartbeat", "2"]
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat (zeros where it does not exist)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def _round(
+    root: Path, label: str, count: int, proxy: ThrottleProxy, digest: str, tracker_args: list[str] | None
+) -> Round:
+    """`count` fresh nodes pull the blob at once; with `tracker_args` None they do not know each other."""
+    with contextlib.ExitStack() as stack:
+        args = ["--upstream", f"docker.io={proxy.url}"]
+        if tracker_args is not None:
+            tracker = stack.enter_context(TrackerServer(root / "tracker", tracker_args))
+            args += ["--tracker", tracker.url, "--heartbeat", "2"]
         nodes = start_nodes(root, count, args)
         try:
             proxy.reset_counts()
-            results = fetch_all([node.host for node in nodes], repo, digest)
+            busy0, total0 = _cpu_ticks()
+            results = fetch_all([node.host for node in nodes], REPO, digest)
+            busy1, total1 = _cpu_ticks()
         finally:
             for node in nodes:
                 node.stop()
@@ -132,7 +155,10 @@ def _round(root: Path, count: int, proxy: ThrottleProxy, repo: str, digest: str,
     for node, r in zip(nodes, results, strict=True):
         if r.status != 200 or r.digest != digest:
             print(f"  {node.host}: status {r.status} {r.error} -- log tail:\n{node.log_tail(20)}", file=sys.stderr)
-    return Round(count, proxy.down_bytes, [r.seconds for r in results], ok)
+    busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
+    result = Round(label, count, proxy.down_bytes, [r.seconds for r in results], ok, busy)
+    print(f"  {label}: last done after {max(result.times):.2f} s", flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,23 +167,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=int, default=256, help="layer size in MiB (256)")
     parser.add_argument("--upstream-mbps", type=float, default=80.0, help="upstream limit in MB/s, 10^6 B/s (80)")
     parser.add_argument("--piece-size", help="tracker piece size (default adapts: 4 MiB up to 256 MiB)")
-    parser.add_argument("--workdir", type=Path, help="keep logs here (default: a temp dir, removed)")
+    parser.add_argument("--workdir", type=Path, help="work here and keep the logs (default: a temp dir, removed)")
+    parser.add_argument("--no-p2p", action="store_true", help="also time the same pulls without a tracker")
     args = parser.parse_args(argv)
     counts = args.nodes or [4]
-    with tempfile.TemporaryDirectory(prefix="p2p-swarm-", dir=args.workdir) as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.workdir is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="p2p-swarm-")))
+        else:
+            root = args.workdir
+            root.mkdir(parents=True, exist_ok=True)
         print(f"building a {args.size_mib} MiB layer ...", flush=True)
-        info = make_image(root / "image", "v1", [args.size_mib * MiB], seed=f"swarm-{args.size_mib}")
+        # The lab draws a layer's payload with one randbytes() call, which tops out just under 256 MiB; tar and
+        # gzip headers put the blob back at about the size asked for.
+        payload = min(args.size_mib * MiB, 256 * MiB - 64 * 1024)
+        info = make_image(root / "image", "v1", [payload], seed=f"swarm-{args.size_mib}")
         layer = max(info.layers, key=lambda d: d.size)
-        repo = "library/swarm"
         tracker_args = ["--node-ttl", "10"] + (["--piece-size", args.piece_size] if args.piece_size else [])
         with Registry(root / "registry") as registry:
-            push(info.layout_dir, "v1", f"{registry.host}/{repo}:v1", timeout=600)
+            push(info.layout_dir, "v1", f"{registry.host}/{REPO}:v1", timeout=600)
             with ThrottleProxy("127.0.0.1", registry.port, rate=args.upstream_mbps * 1e6) as proxy:
                 print(f"upstream limited to {args.upstream_mbps} MB/s; blob {layer.size} bytes", flush=True)
-                rounds = [_round(root / "alone", 1, proxy, repo, layer.digest, tracker_args)]
+                rounds = [_round(root / "alone", "1 (alone)", 1, proxy, layer.digest, tracker_args)]
                 for count in counts:
-                    rounds.append(_round(root / f"swarm{count}", count, proxy, repo, layer.digest, tracker_args))
+                    rounds.append(_round(root / f"p2p{count}", str(count), count, proxy, layer.digest, tracker_args))
+                    if args.no_p2p:
+                        label = f"{count} (no P2P)"
+                        rounds.append(_round(root / f"plain{count}", label, count, proxy, layer.digest, None))
         _report(rounds, layer.size, args.upstream_mbps)
         return 0 if all(r.ok for r in rounds) else 1
 
@@ -166,17 +202,18 @@ def _report(rounds: list[Round], size: int, mbps: float) -> None:
     alone = rounds[0].times[0]
     print()
     print(f"blob {size / MiB:.1f} MiB, upstream {mbps:g} MB/s (ideal single fetch {size / (mbps * 1e6):.2f} s)")
-    print("| nodes | upstream bytes | × blob | first done | median | last done | last ÷ alone | all correct |")
+    print("| nodes | upstream bytes | × blob | first done | median | last done | last ÷ alone | CPU busy |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rounds:
         times = sorted(r.times)
         median = times[len(times) // 2]
         print(
-            f"| {r.nodes}{' (alone)' if r is rounds[0] else ''} | {r.upstream_bytes:,} | {r.upstream_bytes / size:.3f}"
-            f" | {times[0]:.2f} s | {median:.2f} s | {times[-1]:.2f} s | {times[-1] / alone:.2f} | {r.ok} |"
+            f"| {r.label} | {r.upstream_bytes:,} | {r.upstream_bytes / size:.3f} | {times[0]:.2f} s"
+            f" | {median:.2f} s | {times[-1]:.2f} s | {times[-1] / alone:.2f} | {r.cpu_busy:.0%} |"
+            + ("" if r.ok else " **FAILED**")
         )
     for r in rounds[1:]:
-        print(f"{r.nodes} nodes, each: " + ", ".join(f"{t:.2f}" for t in r.times) + " s")
+        print(f"{r.label}, each: " + ", ".join(f"{t:.2f}" for t in r.times) + " s")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from p2p.tracker_client import TrackerClient, TrackerUnavailable
 log = logging.getLogger("shoal.p2p")
 
 _MAX_UPSTREAM_FAILURES = 3
+_INLINE_HASH = 256 * 1024  # pieces up to this size are verified on the event loop
 _TICK = 0.25  # seconds between board checks while nothing happens (time-based decisions)
 
 
@@ -89,6 +90,8 @@ class SwarmDownload:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._upstream_failures = 0
+        self._dead: dict[str, float] = {}
+        self._probed: dict[str, float] = {}
         self._fatal: BaseException | None = None
 
     async def stream(self) -> AsyncIterator[bytes]:
@@ -103,7 +106,7 @@ class SwarmDownload:
                 if self.board.ready():
                     index = self.board.head
                     data = self._ready.pop(index)
-                    if self._late_check(index, data):
+                    if await self._late_check(index, data):
                         self.board.streamed()
                         yield data
                     continue
@@ -160,7 +163,7 @@ class SwarmDownload:
         contributors = self._senders.pop(index)
         hashes = self.board.piece_hashes
         if hashes is not None:
-            if not verify_piece(hashes, index, data):
+            if not await _verify(hashes, index, data):
                 self._piece_failed(index, parent, PieceError(CORRUPT, "piece hash mismatch"), contributors)
                 return
             self._verified.add(index)
@@ -173,6 +176,8 @@ class SwarmDownload:
         self, index: int, parent: str | None, exc: PieceError, contributors: list[str] | None = None
     ) -> None:
         metrics.PIECE_FAILURES.labels(exc.reason).inc()
+        if exc.reason == "dead" and parent is not None:
+            self._dead[parent] = self._clock()
         if exc.reason == CORRUPT:
             contributors = contributors if contributors is not None else self._senders.get(index, [])
             self._buffers.pop(index, None)
@@ -195,11 +200,11 @@ class SwarmDownload:
                 "banned peer %s for %.0fs: it sent bad data for %s", node_id, self._swarm.bans.duration, self.digest
             )
 
-    def _late_check(self, index: int, data: bytes) -> bool:
+    async def _late_check(self, index: int, data: bytes) -> bool:
         """Verify a piece fetched before the hashes were known, if they are known now."""
         senders = self._ready_senders.pop(index, [])
         hashes = self.board.piece_hashes
-        if index in self._verified or hashes is None or verify_piece(hashes, index, data):
+        if index in self._verified or hashes is None or await _verify(hashes, index, data):
             return True
         metrics.PIECE_FAILURES.labels(CORRUPT).inc()
         log.warning("piece %d of %s from %s failed its hash", index, self.digest, ", ".join(senders) or "upstream")
@@ -258,6 +263,18 @@ class SwarmDownload:
 
     # -- tracker ----------------------------------------------------------------------------------------------
 
+    def _unreachable(self) -> list[str]:
+        """Peers to report to the tracker: refused connections lately, and the followed source if it stalled."""
+        now = self._clock()
+        recent = now - self._swarm.config.swarm.cooldown
+        for node_id, when in list(self._dead.items()):
+            if when < recent:
+                del self._dead[node_id]
+        reported = set(self._dead)
+        if self.board.source is not None and self.board.source_stalled(now):
+            reported.add(self.board.source)
+        return sorted(reported)
+
     async def _relookup(self) -> None:
         config = self._swarm.config
         while True:
@@ -270,7 +287,9 @@ class SwarmDownload:
                 interval = 4 * config.lookup_interval
             await asyncio.sleep(interval)
             try:
-                plan = await self._swarm.tracker.lookup(str(self.digest), self.layout.size)
+                plan = await self._swarm.tracker.lookup(
+                    str(self.digest), self.layout.size, unreachable=self._unreachable()
+                )
                 metrics.TRACKER_CALLS.labels("lookup", "ok").inc()
             except TrackerUnavailable as exc:
                 metrics.TRACKER_CALLS.labels("lookup", "unavailable").inc()
@@ -281,6 +300,35 @@ class SwarmDownload:
                 log.warning("tracker now cuts %s as %s, not %s; ignoring it", self.digest, plan.layout, self.layout)
                 self.board.tracker_lost(self._clock())
                 continue
+            if plan.back_to_source and not self.board.elected:
+                log.info("elected to fetch the rest of %s from upstream", self.digest)
             self._peers.update(plan.peers)
             self.board.offer(plan, self._clock())
             self._wake.set()
+            await self._probe_source()
+
+    async def _probe_source(self) -> None:
+        """Ask a quiet source's /healthz (no secret needed): a refused connection means it died, and the next
+        lookup reports it, so the tracker elects a new source at once instead of after its node TTL."""
+        source, now = self.board.source, self._clock()
+        if source is None or source not in self._peers or not self.board.source_quiet(now):
+            return
+        if now - self._probed.get(source, -1e9) < 1.0:
+            return
+        self._probed[source] = now
+        timeout = aiohttp.ClientTimeout(total=1.0, sock_connect=0.5)
+        try:
+            async with self._swarm.session.get(URL(self._peers[source]) / "healthz", timeout=timeout) as resp:
+                await resp.read()
+        except TimeoutError:
+            return  # slow is not dead
+        except aiohttp.ClientError as exc:
+            log.info("source %s of %s looks dead (%s); reporting it", source, self.digest, type(exc).__name__)
+            self._dead[source] = self._clock()
+
+
+async def _verify(hashes: tuple[str, ...], index: int, data: bytes) -> bool:
+    """`verify_piece`, in a thread for big pieces: hashing 64 MiB must not stall the event loop."""
+    if len(data) <= _INLINE_HASH:
+        return verify_piece(hashes, index, data)
+    return await asyncio.to_thread(verify_piece, hashes, index, data)

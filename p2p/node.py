@@ -46,6 +46,7 @@ log = logging.getLogger("shoal.p2p")
 
 _LAYOUT_POLL = 0.2
 _HASH_CHUNK = 1 << 20
+_PUBLISH_GRACE = 3.0
 
 
 @dataclass(slots=True)
@@ -59,6 +60,8 @@ class _Share:
     announced: int = 0
     complete: bool = False
     dropped: bool = False
+    from_peers: bool = False
+    """Downloaded from peers: the node that fetched it from upstream normally publishes its piece hashes."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -170,6 +173,7 @@ class P2PNode:
             metrics.DOWNLOADS.labels("no_peers").inc()
             return None
         metrics.DOWNLOADS.labels("peers").inc()
+        share.from_peers = True
         swarm = Swarm(session, tracker, blobs, self.config, self.bans)
         download = SwarmDownload(swarm, registry, repository, digest, plan, self._clock)
         log.info(
@@ -254,6 +258,8 @@ class P2PNode:
             metrics.TRACKER_CALLS.labels("announce", "ok").inc()
             if layout is None or share.dropped:
                 return
+            if share.from_peers:  # leave it to the node that fetched from upstream, unless it does not
+                await asyncio.sleep(_PUBLISH_GRACE)
             published = await tracker.piece_hashes(share.digest)
             if published is not None and published[0] == layout:
                 return

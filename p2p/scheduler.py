@@ -15,7 +15,8 @@ Rules, in the order `lookup` applies them:
   announced. The elected node itself is told `back_to_source` again.
 - Otherwise, if live partial holders together cover every piece, the asker downloads from them.
 - Otherwise the asker is elected. An election ends when the elected node announces the blob complete,
-  withdraws it, dies, or announces no new piece for `stall_timeout`; the next asker is then elected.
+  withdraws it, dies, or announces no new piece for `stall_timeout`, or when an asker reports it unreachable
+  or stalled; the next asker is then elected.
 
 A blob's `PieceLayout` is fixed when the tracker first hears its size (from an asker, with its preferred piece
 size if it gave one, or an announcer, with the announcer's piece size for a partial announce); a later announce
@@ -26,7 +27,7 @@ that does not know the size yet (a client asked for a digest, nothing more) stil
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -129,6 +130,7 @@ class Scheduler:
         self.lookups = 0
         self.elections = 0
         self.elections_expired = 0
+        self.elections_reported = 0
         self.nodes_expired = 0
 
     @property
@@ -210,17 +212,31 @@ class Scheduler:
         if digest is None:
             del self._nodes[node_id]
 
-    def lookup(self, asker: str, digest: str, size: int | None, now: float, *, piece_size: int | None = None) -> Plan:
+    def lookup(
+        self,
+        asker: str,
+        digest: str,
+        size: int | None,
+        now: float,
+        *,
+        piece_size: int | None = None,
+        unreachable: Collection[str] = (),
+    ) -> Plan:
         """Where `asker` should get `digest` (of `size` bytes, None if unknown) from; may elect the asker.
 
         `piece_size` is the asker's preferred cut: used only when this lookup fixes the blob's layout, never a
-        conflict with an existing one.
+        conflict with an existing one. `unreachable` names nodes the asker could not reach, or whose download it
+        followed without seeing progress: if the elected node is among them its election ends at once (rather
+        than after `node_ttl` or `stall_timeout`), so the asker is elected in its place.
         """
         self.lookups += 1
         self._touch(asker, now)
         known = self._blobs.get(digest)
         preferred = piece_size if known is None or known.layout is None else None
         blob = self._blob(digest, size, preferred)
+        if blob.election is not None and blob.election.node_id in unreachable and blob.election.node_id != asker:
+            blob.election = None
+            self.elections_reported += 1
         election = self._live_election(blob, now)
         complete = self._ranked(blob.complete, asker, now)
         partial = self._ranked(blob.partial, asker, now)

@@ -294,6 +294,20 @@ class PieceBoard:
         limit = self.stall_limit()
         return waited >= limit and now - self._last_news >= limit
 
+    def source_quiet(self, now: float) -> bool:
+        """Whether the followed source is quieter than usual (twice its usual gap, at least a second) while we
+        wait for its pieces: worth checking that it is still there before the stall limit."""
+        if self.source is None or self.elected:
+            return False
+        usual = max(1.0, 2 * (self._news_gap or 0.0))
+        return now - self._last_news >= usual and self.waiting_without_parent(now)
+
+    def source_stalled(self, now: float) -> bool:
+        """Whether the followed source has shown nothing new for the stall limit while we wait for its pieces."""
+        if self.source is None or self.elected:
+            return False
+        return now - self._last_news >= self.stall_limit() and self.waiting_without_parent(now)
+
     def stall_limit(self) -> float:
         """Seconds without news from the followed source before its missing pieces come from upstream."""
         gap = 0.0 if self._news_gap is None else 3 * self._news_gap

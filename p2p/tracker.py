@@ -5,7 +5,8 @@ Endpoints (JSON bodies, see `p2p.wire`; all but /healthz need the cluster secret
     POST /announce      {node, url, digest, size, pieces, piece_size?, load?} -> {"ok": true, size, piece_size}
     POST /heartbeat     {node, load?} -> {"known": bool}; false: the node must announce everything again
     POST /withdraw      {node, digest?} -> {"ok": true}; without a digest the node leaves
-    POST /lookup        {node, digest, size?, piece_size?} -> a Plan (piece_size: preferred cut of a new blob)
+    POST /lookup        {node, digest, size?, piece_size?, unreachable?} -> a Plan
+                        (piece_size: preferred cut of a new blob; unreachable: node ids, see Scheduler.lookup)
     POST /piece-hashes  {node, digest, piece_size, piece_hashes} -> {"ok": true}
     GET  /piece-hashes/{digest} -> {digest, size, piece_size, piece_hashes}, or 404
     GET  /healthz       -> {"status": "ok"}
@@ -84,7 +85,14 @@ class _Routes:
     async def lookup(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         asker, digest, size = wire.node_id(body), wire.digest(body), wire.optional_size(body)
-        plan = self.scheduler.lookup(asker, digest, size, self.clock(), piece_size=wire.optional_piece_size(body))
+        plan = self.scheduler.lookup(
+            asker,
+            digest,
+            size,
+            self.clock(),
+            piece_size=wire.optional_piece_size(body),
+            unreachable=wire.node_ids(body, "unreachable"),
+        )
         return web.json_response(wire.encode_plan(plan))
 
     async def publish_piece_hashes(self, request: web.Request) -> web.Response:

@@ -99,11 +99,16 @@ class TrackerClient:
         """Stop offering `digest` (evicted, or download abandoned), or leave the cluster when None."""
         await self._call("POST", ("withdraw",), {"node": self.node_id, "digest": digest})
 
-    async def lookup(self, digest: str, size: int | None, *, piece_size: int | None = None) -> Plan:
+    async def lookup(
+        self, digest: str, size: int | None, *, piece_size: int | None = None, unreachable: Sequence[str] = ()
+    ) -> Plan:
         """Where to get `digest`; give its `size` when known (see `Plan.layout` for when it is not).
 
-        `piece_size` is this node's preferred cut, used if this lookup is the first to give the size."""
-        body = {"node": self.node_id, "digest": digest, "size": size, "piece_size": piece_size}
+        `piece_size` is this node's preferred cut, used if this lookup is the first to give the size;
+        `unreachable` names peers that failed us (see `Scheduler.lookup`)."""
+        body: dict[str, Any] = {"node": self.node_id, "digest": digest, "size": size, "piece_size": piece_size}
+        if unreachable:
+            body["unreachable"] = list(unreachable)
         answer = await self._call("POST", ("lookup",), body)
         try:
             return wire.decode_plan(answer)

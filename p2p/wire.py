@@ -32,6 +32,16 @@ def node_id(body: Mapping[str, Any], key: str = "node") -> str:
     return _matching(body, key, _NODE_ID_RE, "a node id")
 
 
+def node_ids(body: Mapping[str, Any], key: str, limit: int = 64) -> tuple[str, ...]:
+    """An optional list of node ids (absent: empty)."""
+    value = body.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > limit:
+        raise WireError(f"{key!r} must be a list of at most {limit} node ids")
+    return tuple(node_id({"id": item}, "id") for item in value)
+
+
 def digest(body: Mapping[str, Any], key: str = "digest") -> str:
     return _matching(body, key, _DIGEST_RE, "a digest")
 

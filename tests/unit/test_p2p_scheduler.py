@@ -377,3 +377,23 @@ def test_the_first_asker_with_a_size_may_choose_the_piece_size(sched: Scheduler)
 def test_a_piece_size_preference_without_a_size_fixes_nothing(sched: Scheduler) -> None:
     assert sched.lookup("a", DIGEST, None, now=0, piece_size=20).layout is None
     assert sched.lookup("b", DIGEST, SIZE, now=0).layout == PieceLayout(SIZE, PIECE)
+
+
+# --- reports from followers -------------------------------------------------------------------------------------
+
+
+def test_a_follower_reporting_the_elected_node_unreachable_takes_over(sched: Scheduler) -> None:
+    sched.lookup("a", DIGEST, SIZE, now=0)
+    assert sched.lookup("b", DIGEST, SIZE, now=1).source == "a"
+    taken = sched.lookup("b", DIGEST, SIZE, now=2, unreachable=["a"])
+    assert taken.back_to_source and taken.source is None
+    assert sched.elections == 2 and sched.elections_reported == 1
+    assert sched.lookup("c", DIGEST, SIZE, now=3, unreachable=["a"]).source == "b"  # "a" no longer matters
+    assert sched.elections == 2
+
+
+def test_reports_about_other_nodes_or_oneself_change_nothing(sched: Scheduler) -> None:
+    sched.lookup("a", DIGEST, SIZE, now=0)
+    assert sched.lookup("b", DIGEST, SIZE, now=1, unreachable=["c"]).source == "a"
+    assert sched.lookup("a", DIGEST, SIZE, now=1, unreachable=["a"]).back_to_source
+    assert sched.elections_reported == 0

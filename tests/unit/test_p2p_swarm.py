@@ -224,3 +224,23 @@ def test_config_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         SwarmConfig(window_bytes=0)
     assert SwarmConfig(concurrency=4, window_bytes=10).window(PieceLayout(100, 10)) == 4
+
+
+def test_a_stalled_source_is_reported_only_while_pieces_wait_for_it() -> None:
+    b = board(plan(source="src"), now=0)
+    assert not b.source_stalled(4.9)
+    assert b.source_stalled(5)
+    b.offer(plan(everywhere("src"), source="src"), now=6)
+    assert not b.source_stalled(20)  # it has every piece: nothing to wait for
+    elected = board(plan(elected=True), now=0)
+    assert not elected.source_stalled(100)
+
+
+def test_a_quiet_source_is_worth_probing_before_it_counts_as_stalled() -> None:
+    b = board(plan(source="src"), now=0)
+    assert not b.source_quiet(0.9) and b.source_quiet(1.0) and not b.source_stalled(1.0)
+    rows: list[tuple[str, ...]] = [()] * 8
+    for step in range(1, 4):  # a new piece every 2 s
+        rows[step - 1] = ("src",)
+        b.offer(plan(list(rows), source="src"), now=2 * step)
+    assert not b.source_quiet(9.9) and b.source_quiet(10)

@@ -88,3 +88,11 @@ def test_field_validation() -> None:
             wire.load({"load": bad_load})
     with pytest.raises(wire.WireError):
         wire.url({"url": "http://a b"})
+
+
+def test_node_id_lists() -> None:
+    assert wire.node_ids({}, "unreachable") == ()
+    assert wire.node_ids({"unreachable": ["a", "node-b"]}, "unreachable") == ("a", "node-b")
+    for bad in ("a", ["has space"], [1], ["a"] * 65):
+        with pytest.raises(wire.WireError):
+            wire.node_ids({"unreachable": bad}, "unreachable")
