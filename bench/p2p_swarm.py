@@ -17,6 +17,8 @@ import concurrent.futures
 import contextlib
 import hashlib
 import http.client
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,6 +111,26 @@ def fetch_all(hosts: list[str], repo: str, digest: str, timeout: float = 300.0) 
         return list(pool.map(lambda host: fetch_blob(host, repo, digest, timeout), hosts))
 
 
+def curl_blob(host: str, repo: str, digest: str, timeout: float = 300.0) -> Fetched:
+    """`fetch_blob` with `curl | sha256sum` in their own processes, so the measuring process stays idle and a
+    many-node run on a small machine measures the nodes, not the client."""
+    started = time.monotonic()
+    script = 'set -o pipefail; curl -sS -f --max-time "$3" "http://$1/v2/$2/blobs/$4" | sha256sum'
+    try:
+        done = subprocess.run(
+            ["bash", "-c", script, "curl-blob", host, repo, str(int(timeout)), digest],
+            capture_output=True,
+            timeout=timeout + 10,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return Fetched(0, 0, "", time.monotonic() - started, "timed out")
+    seconds = time.monotonic() - started
+    if done.returncode != 0:
+        return Fetched(0, 0, "", seconds, done.stderr.decode(errors="replace").strip())
+    return Fetched(200, -1, "sha256:" + done.stdout.split()[0].decode(), seconds)
+
+
 # -- the measurement ---------------------------------------------------------------------------------------------
 
 
@@ -121,6 +143,8 @@ class Round:
     ok: bool
     cpu_busy: float
     """Share of all CPUs busy during the pulls (0..1): near 1 means the machine, not the link, set the pace."""
+    node_cpu: float
+    """CPU seconds the Shoal nodes used, start-up included."""
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -131,6 +155,15 @@ def _cpu_ticks() -> tuple[int, int]:
         return 0, 0
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return sum(fields) - idle, sum(fields)
+
+
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (0 where unknown)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _round(
@@ -146,8 +179,10 @@ def _round(
         try:
             proxy.reset_counts()
             busy0, total0 = _cpu_ticks()
-            results = fetch_all([node.host for node in nodes], REPO, digest)
+            with concurrent.futures.ThreadPoolExecutor(count) as pool:
+                results = list(pool.map(lambda node: curl_blob(node.host, REPO, digest), nodes))
             busy1, total1 = _cpu_ticks()
+            node_cpu = sum(_process_cpu(node.pid) for node in nodes)
         finally:
             for node in nodes:
                 node.stop()
@@ -156,7 +191,7 @@ def _round(
         if r.status != 200 or r.digest != digest:
             print(f"  {node.host}: status {r.status} {r.error} -- log tail:\n{node.log_tail(20)}", file=sys.stderr)
     busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
-    result = Round(label, count, proxy.down_bytes, [r.seconds for r in results], ok, busy)
+    result = Round(label, count, proxy.down_bytes, [r.seconds for r in results], ok, busy, node_cpu)
     print(f"  {label}: last done after {max(result.times):.2f} s", flush=True)
     return result
 
@@ -202,14 +237,16 @@ def _report(rounds: list[Round], size: int, mbps: float) -> None:
     alone = rounds[0].times[0]
     print()
     print(f"blob {size / MiB:.1f} MiB, upstream {mbps:g} MB/s (ideal single fetch {size / (mbps * 1e6):.2f} s)")
-    print("| nodes | upstream bytes | × blob | first done | median | last done | last ÷ alone | CPU busy |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| nodes | upstream bytes | × blob | first done | median | last done | last ÷ alone | CPU busy | node CPU s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rounds:
         times = sorted(r.times)
         median = times[len(times) // 2]
         print(
             f"| {r.label} | {r.upstream_bytes:,} | {r.upstream_bytes / size:.3f} | {times[0]:.2f} s"
-            f" | {median:.2f} s | {times[-1]:.2f} s | {times[-1] / alone:.2f} | {r.cpu_busy:.0%} |"
+            f" | {median:.2f} s | {times[-1]:.2f} s | {times[-1] / alone:.2f} | {r.cpu_busy:.0%} | {r.node_cpu:.1f} |"
             + ("" if r.ok else " **FAILED**")
         )
     for r in rounds[1:]:

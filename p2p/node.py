@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ class _Share:
     dropped: bool = False
     from_peers: bool = False
     """Downloaded from peers: the node that fetched it from upstream normally publishes its piece hashes."""
+    from_cache: bool = False
+    """Found in the cache at start-up: announced without hashing it (other nodes may have the hashes)."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -88,6 +91,8 @@ class P2PNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._cache_count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
 
     # -- MirrorPlugin -----------------------------------------------------------------------------------------
 
@@ -98,7 +103,7 @@ class P2PNode:
         self._store = services.store
         limit = self.config.upload_limit
         limiter = None if limit is None else TokenBucket(limit, max(limit / 4, 256 * 1024), self._clock())
-        self._server = PieceServer(services.blobs, self.config.secret, limiter)
+        self._server = PieceServer(services.blobs, self.config.secret, limiter, on_missing=self._missing)
         self._server.register(app)
         services.blobs.peers = self
         app.on_startup.append(self._on_startup)
@@ -106,6 +111,8 @@ class P2PNode:
         app.on_cleanup.append(self._on_cleanup)
 
     async def _on_startup(self, app: web.Application) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._session = aiohttp.ClientSession(auto_decompress=False)
         self.tracker = TrackerClient(
             self._session, self.config.trackers, self.node_id, self.config.advertise, self.config.secret
@@ -202,9 +209,20 @@ class P2PNode:
     def dropped(self, digest: Digest) -> None:
         if self.tracker is None or self._closing:
             return
+        if threading.get_ident() != self._loop_thread:  # e.g. cache eviction, which runs in a worker thread
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self.dropped, digest)
+            return
         share = self._share(str(digest))
         share.dropped = True
         self._wake(share)
+
+    def _missing(self, digest: Digest) -> None:
+        """A peer asked for a blob we announced complete but no longer have (evicted): withdraw it."""
+        share = self._shares.get(str(digest))
+        if share is not None and share.complete and not share.dropped:
+            log.info("%s is no longer cached here; withdrawing it", digest)
+            self.dropped(digest)
 
     # -- announcing -------------------------------------------------------------------------------------------
 
@@ -256,7 +274,7 @@ class P2PNode:
         try:
             layout = await tracker.announce(share.digest, share.size, COMPLETE, load=self._load())
             metrics.TRACKER_CALLS.labels("announce", "ok").inc()
-            if layout is None or share.dropped:
+            if layout is None or share.dropped or share.from_cache:
                 return
             if share.from_peers:  # leave it to the node that fetched from upstream, unless it does not
                 await asyncio.sleep(_PUBLISH_GRACE)
@@ -304,9 +322,11 @@ class P2PNode:
         for digest, size in found:
             if self._closing:
                 return
-            if digest in self._shares:
+            share = self._shares.get(digest)
+            if share is not None and not share.from_cache:
                 continue
-            await self._call("announce", self._tracker().announce(digest, size, COMPLETE, load=self._load()))
+            if await self._call("announce", self._tracker().announce(digest, size, COMPLETE, load=self._load())):
+                self._shares[digest] = share or _Share(digest, size, received=size, complete=True, from_cache=True)
         if found:
             log.info("announced %d cached blob(s) to the tracker", len(found))
 
@@ -323,8 +343,9 @@ class P2PNode:
             if not known and (self._shares or self._cache_count):
                 log.info("the tracker forgot node %s; announcing again", self.node_id)
                 for share in list(self._shares.values()):
-                    share.announced = 0
-                    self._wake(share)
+                    if not share.from_cache:
+                        share.announced = 0
+                        self._wake(share)
                 self._spawn(self._announce_cache(), "p2p cache announce")
 
     # -- helpers ----------------------------------------------------------------------------------------------

@@ -47,10 +47,12 @@ class PieceServer:
         secret: bytes | None,
         limiter: TokenBucket | None = None,
         *,
+        on_missing: Callable[[Digest], None] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._blobs = blobs
+        self._on_missing = on_missing
         self._secret = secret
         self._limiter = limiter
         self._clock = clock
@@ -96,6 +98,8 @@ class PieceServer:
             return self._count(_error(400, "a Range: bytes=<start>-<end> header is required"))
         local = self._blobs.open_local(digest)
         if local is None:
+            if self._on_missing is not None:  # e.g. evicted while still announced: let the node withdraw it
+                self._on_missing(digest)
             return self._count(_error(404, "not held here"))
         file: IO[bytes] = open(local.fd, "rb", buffering=0, closefd=True)  # noqa: SIM115, ASYNC230 - an fd: no IO
         try:

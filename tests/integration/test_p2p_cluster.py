@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -187,6 +188,38 @@ def test_follower_finishes_when_the_elected_node_is_killed(lab: Lab, start_clust
     assert (fetched.status, fetched.digest) == (200, digest), fetched
     assert metric(follower, "shoal_p2p_download_bytes_total", 'source="upstream"') > 0
     doomed.join(30)
+
+
+def tracker_plan(tracker: TrackerServer, digest: str, size: int) -> dict[str, Any]:
+    """What the tracker tells an observer (a node id no real node uses) about `digest`."""
+    body = json.dumps({"node": "observer", "digest": digest, "size": size}).encode()
+    headers = {"Content-Type": "application/json", **sign_headers(SECRET, "POST", "/lookup", body, time.time())}
+    response = raw_request(tracker.host, "POST", "/lookup", headers, body)
+    assert response.status == 200, response.body
+    plan: dict[str, Any] = json.loads(response.body)
+    return plan
+
+
+def test_a_restarted_node_announces_its_cache_and_withdraws_what_is_gone(
+    lab: Lab, start_cluster: ClusterFactory
+) -> None:
+    cluster = start_cluster(count=3)
+    first, second, third = cluster.nodes
+    digest, size = lab.layer
+    assert fetch_blob(first.host, REPO, digest).digest == digest
+    first.stop()
+    first.start()
+    assert wait_until(lambda: "node0" in tracker_plan(cluster.tracker, digest, size)["peers"], timeout=10)
+
+    mark = lab.registry.mark()
+    assert fetch_blob(second.host, REPO, digest).digest == digest
+    lab.registry.wait_quiet()
+    assert lab.registry.count("GET", blob_path_re(REPO, digest), since=mark) == 0
+
+    hex_ = digest.partition(":")[2]
+    (first.cache_dir / "blobs" / "sha256" / hex_[:2] / hex_).unlink()  # as an eviction would
+    assert fetch_blob(third.host, REPO, digest).digest == digest
+    assert wait_until(lambda: "node0" not in tracker_plan(cluster.tracker, digest, size)["peers"], timeout=10)
 
 
 def test_pulls_work_when_the_tracker_is_gone(tmp_path: Path, lab: Lab, start_cluster: ClusterFactory) -> None:
