@@ -93,6 +93,7 @@ class SwarmDownload:
         self._dead: dict[str, float] = {}
         self._probed: dict[str, float] = {}
         self._fatal: BaseException | None = None
+        self._distrust_hashes = False
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The whole blob, in order. Cancels every fetch when closed early."""
@@ -139,7 +140,12 @@ class SwarmDownload:
             task.add_done_callback(self._tasks.discard)
 
     async def _fetch(self, assignment: Assignment) -> None:
-        index, parent = assignment.index, assignment.parent
+        try:
+            await self._fetch_piece(assignment.index, assignment.parent)
+        finally:
+            self._wake.set()
+
+    async def _fetch_piece(self, index: int, parent: str | None) -> None:
         start, end = self.layout.piece_range(index)
         buffer = self._buffers.setdefault(index, bytearray())
         senders = self._senders.setdefault(index, [])
@@ -157,20 +163,26 @@ class SwarmDownload:
             log.exception("piece %d of %s from %s failed unexpectedly", index, self.digest, parent or "upstream")
             self._piece_failed(index, parent, PieceError("error", repr(exc)))
             return
-        finally:
-            self._wake.set()
         data = bytes(self._buffers.pop(index))
         contributors = self._senders.pop(index)
-        hashes = self.board.piece_hashes
+        hashes = self._hashes()
         if hashes is not None:
-            if not await _verify(hashes, index, data):
+            if await _verify(hashes, index, data):
+                self._verified.add(index)
+            elif contributors:
                 self._piece_failed(index, parent, PieceError(CORRUPT, "piece hash mismatch"), contributors)
                 return
-            self._verified.add(index)
+            else:  # upstream alone disagrees: the published hashes are wrong, not the upstream
+                log.warning("upstream disagrees with the piece hashes of %s; not using them", self.digest)
+                self._distrust_hashes = True
         self.board.done(index, contributors)
         self._ready[index] = data
         self._ready_senders[index] = contributors
         metrics.PIECES.labels("peer" if parent is not None else "upstream").inc()
+
+    def _hashes(self) -> tuple[str, ...] | None:
+        """The piece hashes to check against, unless upstream proved them wrong (the digest check remains)."""
+        return None if self._distrust_hashes else self.board.piece_hashes
 
     def _piece_failed(
         self, index: int, parent: str | None, exc: PieceError, contributors: list[str] | None = None
@@ -203,8 +215,12 @@ class SwarmDownload:
     async def _late_check(self, index: int, data: bytes) -> bool:
         """Verify a piece fetched before the hashes were known, if they are known now."""
         senders = self._ready_senders.pop(index, [])
-        hashes = self.board.piece_hashes
+        hashes = self._hashes()
         if index in self._verified or hashes is None or await _verify(hashes, index, data):
+            return True
+        if not senders:
+            log.warning("upstream disagrees with the piece hashes of %s; not using them", self.digest)
+            self._distrust_hashes = True
             return True
         metrics.PIECE_FAILURES.labels(CORRUPT).inc()
         log.warning("piece %d of %s from %s failed its hash", index, self.digest, ", ".join(senders) or "upstream")

@@ -231,6 +231,14 @@ async def test_pieces_nobody_can_serve_come_from_upstream() -> None:
     assert sorted(upstream.ranges) == [LAYOUT.piece_range(i) for i in range(LAYOUT.count)]
 
 
+async def test_wrong_published_hashes_do_not_block_a_download_from_upstream() -> None:
+    wrong = tuple("sha256:" + "0" * 64 for _ in HASHES)
+    plan = Plan(str(DIGEST), LAYOUT, False, None, ((),) * LAYOUT.count, {}, wrong)
+    upstream = FakeUpstream()
+    assert await asyncio.wait_for(download(plan, upstream), 20) == BLOB
+    assert len(upstream.ranges) == LAYOUT.count  # each piece once: no refetch loop
+
+
 async def test_upstream_trouble_ends_the_stream_like_a_plain_download() -> None:
     plan = plan_for({}, [()] * LAYOUT.count)
     with pytest.raises(BlobUnknown):
