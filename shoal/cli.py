@@ -48,7 +48,7 @@ EXTENSION_SECTIONS = ("p2p", "edge")  # top-level YAML keys that belong to exten
 def _load_extensions() -> None:
     from shoal import edge_cli, p2p_cli
 
-    EXTENSIONS.extend([edge_cli, p2p_cli])  # type: ignore[list-item]
+    EXTENSIONS.extend([edge_cli, p2p_cli])
 
 
 def build_parser() -> argparse.ArgumentParser:

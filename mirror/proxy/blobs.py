@@ -7,7 +7,7 @@ download that writes (and hashes) into a temp file; every client that wants the 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -43,6 +43,17 @@ class FollowedBlob:
     def readable(self) -> int:
         """Bytes on disk from offset 0, verified or not (peers check pieces against piece hashes)."""
         return self.download.received
+
+
+@dataclass(slots=True)
+class _Source:
+    """Where one download's bytes come from."""
+
+    size: int | None
+    stream: AsyncIterator[bytes]
+    kind: str  # "upstream" or "peer"
+    name: str  # the upstream's host, or "peers"
+    release: Callable[[], None]
 
 
 class BlobService:
@@ -151,19 +162,19 @@ class BlobService:
         metrics.INFLIGHT.inc()
         writer = None
         try:
-            size, stream, source, upstream_name, release = await self._source(registry, repository, digest)
+            source = await self._source(registry, repository, digest)
             try:
-                writer = self.store.blob_writer(digest, size)
-                download.begin(writer.path, size, upstream_name, source)
-                async for chunk in stream:
+                writer = self.store.blob_writer(digest, source.size)
+                download.begin(writer.path, source.size, source.name, source.kind)
+                async for chunk in source.stream:
                     await writer.write(chunk)
-                    metrics.UPSTREAM_BYTES.labels(upstream_name).inc(len(chunk))
+                    metrics.UPSTREAM_BYTES.labels(source.name).inc(len(chunk))
                     await download.advance(len(chunk))
                     if self.peers is not None:
-                        self.peers.progress(digest, size, download.received)
+                        self.peers.progress(digest, source.size, download.received)
                 await writer.commit()
             finally:
-                release()
+                source.release()
             if self.peers is not None:
                 self.peers.holding(digest, writer.size)
             await download.finish()
@@ -172,7 +183,7 @@ class BlobService:
                     await self.quota.added(str(digest), writer.size)
                 except Exception:
                     log.exception("cache eviction failed")
-            log.info("cached %s (%d bytes) from %s", digest, writer.size, upstream_name)
+            log.info("cached %s (%d bytes) from %s", digest, writer.size, source.name)
         except BaseException as exc:
             if writer is not None:
                 writer.discard()
@@ -191,9 +202,7 @@ class BlobService:
         finally:
             metrics.INFLIGHT.dec()
 
-    async def _source(
-        self, registry: str, repository: str, digest: Digest
-    ) -> tuple[int | None, AsyncIterator[bytes], str, str, object]:
+    async def _source(self, registry: str, repository: str, digest: Digest) -> _Source:
         if self.peers is not None:
             try:
                 found = await self.peers.open(registry, repository, digest, None)
@@ -201,12 +210,11 @@ class BlobService:
                 log.warning("peer lookup for %s failed, going upstream: %r", digest, exc)
                 found = None
             if found is not None:
-                size, stream = found
-                return size, stream, "peer", "peers", lambda: None
+                return _Source(found[0], found[1], "peer", "peers", lambda: None)
         resp = await self.upstream.request(registry, repository, f"blobs/{digest}", not_found=BlobUnknown)
         length = resp.headers.get("Content-Length")
         size = int(length) if length and length.isdigit() else None
-        return size, _batches(resp.response.content), "upstream", resp.upstream.name, resp.release
+        return _Source(size, _batches(resp.response.content), "upstream", resp.upstream.name, resp.release)
 
 
 async def _batches(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:

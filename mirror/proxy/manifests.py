@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -78,13 +78,13 @@ class SingleFlight:
     """Concurrent callers with the same key share one call's result."""
 
     def __init__(self) -> None:
-        self._calls: dict[object, asyncio.Future[object]] = {}
+        self._calls: dict[object, asyncio.Future[Any]] = {}
 
     async def do(self, key: object, call: Callable[[], Awaitable[T]]) -> T:
         pending = self._calls.get(key)
         if pending is not None:
-            return await asyncio.shield(pending)  # type: ignore[return-value]
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[key] = future
         try:
             result = await call()

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mirror import metrics
 from mirror.config import MirrorConfig
 from mirror.oci.errors import NameUnknown, RegistryError, Unsupported
-from mirror.oci.reference import parse_image
+from mirror.oci.reference import Digest, parse_image
 from mirror.proxy.blobs import BlobService
 from mirror.proxy.manifests import ManifestService
 from mirror.proxy.peers import PeerSource
@@ -34,7 +34,6 @@ access_log = logging.getLogger("shoal.access")
 log = logging.getLogger("shoal")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SERVICES = web.AppKey("services", "Services")
 LOG_ACCESS = web.AppKey("log_access", bool)
 
 
@@ -51,9 +50,16 @@ class Services:
         )
         self.quota: CacheQuota | None = None
         if config.max_cache_bytes:
-            self.quota = CacheQuota(self.store, config.max_cache_bytes, self.pinned_digests, self.manifests.forget)
+            self.quota = CacheQuota(self.store, config.max_cache_bytes, self.pinned_digests, self._evicted)
         self.blobs = BlobService(self.store, self.upstream, peers, self.quota, offline=offline)
         self._background: list[asyncio.Task[None]] = []
+
+    def _evicted(self, digests: list[str]) -> None:
+        """Evicted blobs and manifests: out of the manifest memory, and withdrawn from peers."""
+        self.manifests.forget(digests)
+        if self.blobs.peers is not None:
+            for digest in digests:
+                self.blobs.peers.dropped(Digest.parse(digest))
 
     def pinned_digests(self) -> set[str]:
         """Every digest the configured pins reach through cached tags, indexes and manifests."""
@@ -74,6 +80,9 @@ class Services:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.blobs.inflight.shutdown()
         await self.upstream.close()
+
+
+SERVICES = web.AppKey("services", Services)
 
 
 def error_response(exc: RegistryError, head: bool) -> web.Response:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import IO
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from mirror.oci.errors import RegistryError
 from mirror.oci.ranges import ByteRange
@@ -62,7 +63,7 @@ class BlobStream(web.StreamResponse):
         self.sent = 0
         self.outcome = ""
 
-    async def prepare(self, request: web.BaseRequest) -> web.AbstractStreamWriter | None:  # type: ignore[override]
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         """Headers, then the body; ends with the response sent, the client gone, or the connection aborted.
 
         Never raises for a client hanging up or a failed download: aiohttp then finishes quietly, and

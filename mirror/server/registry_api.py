@@ -112,10 +112,9 @@ class RegistryAPI:
         else:
             download = blob.download
             request[INFO].source, request[INFO].upstream = download.source, download.upstream
-            size = download.size
-            if size is None:  # upstream sent no length: follow the download to its end first
+            if download.size is None:  # upstream sent no length: follow the download to its end first
                 await download.wait_sendable(1 << 62)
-                size = download.received
+            size = download.size if download.size is not None else download.received
         rng = parse_range(request.headers.get("Range"), size)
         if rng is not None and download is not None:
             await download.wait_received(rng.start)

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import diskcache
 
@@ -34,7 +34,7 @@ class CacheQuota:
         store: FileStore,
         max_bytes: int,
         pinned: Callable[[], set[str]] = set,
-        on_evict: Callable[[Iterable[str]], None] = lambda digests: None,
+        on_evict: Callable[[list[str]], None] = lambda digests: None,
     ) -> None:
         self.store = store
         self.max_bytes = max_bytes
@@ -94,10 +94,14 @@ class CacheQuota:
         self._dirty[digest] = time.time()
         if self.total > self.max_bytes:
             async with self._lock:
-                await asyncio.to_thread(self._evict, digest)
+                gone = await asyncio.to_thread(self._evict, digest)
+            if gone:
+                self._on_evict(gone)  # on the event loop: listeners touch loop-owned state
 
-    def _evict(self, newest: str) -> None:
-        """Evict LRU-first until the cache fits; the blob that was just added is never the victim."""
+    def _evict(self, newest: str) -> list[str]:
+        """Evict LRU-first until the cache fits; the blob that was just added is never the victim.
+
+        Returns the evicted blob and manifest digests."""
         pinned = self._pinned()
         victims: list[str] = []
         for key, size in list(self._lru.items()):
@@ -114,14 +118,13 @@ class CacheQuota:
                     "cache is %d bytes over its limit but everything left is pinned or in use",
                     self.total - self.max_bytes,
                 )
-            return
+            return []
         gone_manifests = self._drop_referencing(set(victims))
         for key in victims:
             self.store.delete_blob(Digest.parse(key))
             self._index.delete(key)
             self._dirty.pop(key, None)
         self.evicted += len(victims)
-        self._on_evict([*victims, *gone_manifests])
         log.info(
             "evicted %d blobs and %d manifests; cache now %d of %d bytes",
             len(victims),
@@ -129,6 +132,7 @@ class CacheQuota:
             self.total,
             self.max_bytes,
         )
+        return [*victims, *gone_manifests]
 
     def _drop_referencing(self, blobs: set[str]) -> list[str]:
         """Delete manifests that reference any of ``blobs``, transitively up through indexes."""

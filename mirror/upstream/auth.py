@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from ssl import SSLContext
 
 import aiohttp
 
@@ -63,7 +64,7 @@ class TokenCache:
         challenge: Challenge,
         scope: str,
         creds: Credentials | None,
-        ssl: object,
+        ssl: SSLContext | bool,
         client_timeout: aiohttp.ClientTimeout,
     ) -> str:
         """Ask the challenge's realm for a token and cache it; returns the Authorization header value."""

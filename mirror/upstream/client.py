@@ -87,7 +87,7 @@ class UpstreamClient:
         self._clock = clock
         self._tokens = TokenCache(clock)
         self._health: dict[str, _Health] = {}
-        self._ssl: dict[str, object] = {}
+        self._ssl: dict[str, ssl.SSLContext | bool] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -254,9 +254,9 @@ class UpstreamClient:
             total=None, connect=up.connect_timeout, sock_connect=up.connect_timeout, sock_read=up.idle_timeout
         )
 
-    def _ssl_for(self, up: UpstreamConfig) -> object:
+    def _ssl_for(self, up: UpstreamConfig) -> ssl.SSLContext | bool:
         if up.url not in self._ssl:
-            ctx: object = True
+            ctx: ssl.SSLContext | bool = True
             if up.insecure:
                 ctx = False
             elif up.ca_file:
