@@ -210,7 +210,7 @@ def mirror_config_from(data: dict[str, Any]) -> MirrorConfig:
     if "loop" in data:
         changes["loop"] = str(data["loop"])
     if data.get("max_cache_size") is not None:
-        changes["max_cache_bytes"] = _size(str(data["max_cache_size"]))
+        changes["max_cache_bytes"] = size_setting(data["max_cache_size"], "max_cache_size")
     if "pins" in data:
         changes["pins"] = tuple(_pin(str(p)) for p in data["pins"] or ())
     registries: dict[str, tuple[UpstreamConfig, ...]] = {}
@@ -253,7 +253,7 @@ def apply_flags(
     if workers:
         changes["workers"] = workers
     if max_cache_size:
-        changes["max_cache_bytes"] = _size(max_cache_size)
+        changes["max_cache_bytes"] = size_setting(max_cache_size, "max_cache_size")
     if upstreams:
         flagged: dict[str, list[UpstreamConfig]] = {}
         for item in upstreams:
@@ -266,25 +266,29 @@ def apply_flags(
     return validate(replace(cfg, **changes))
 
 
-def parse_size(text: str) -> int:
-    """``10G``, ``500MiB``, ``1.5TB``, ``1048576`` → bytes (binary multiples; operators mean GiB by G)."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = t[-1] if t and t[-1] in units else ""
-    try:
-        value = float(t[:-1] if unit else t)
-    except ValueError:
-        raise ValueError(f"not a size: {text!r} (use e.g. 500M, 20G)") from None
-    if value <= 0:
+def parse_size(text: object) -> int:
+    """``1048576``, ``500M``, ``20GiB``, ``1.5TB`` -> bytes (binary multiples: operators mean GiB by G)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value: float = text
+    else:
+        units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+        t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+        unit = t[-1] if t and t[-1] in units else ""
+        try:
+            value = float(t[:-1] if unit else t) * units[unit]
+        except ValueError:
+            raise ValueError(f"not a size: {text!r} (use e.g. 500M, 20G)") from None
+    if value < 1:
         raise ValueError(f"size must be positive: {text!r}")
-    return int(value * units[unit])
+    return int(value)
 
 
-def _size(text: str) -> int:
+def size_setting(text: object, what: str) -> int:
+    """A size from a flag or the config file, as a one-line ConfigError naming the setting."""
     try:
         return parse_size(text)
     except ValueError as exc:
-        raise ConfigError(f"max_cache_size: {exc}") from None
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 def _pin(text: str) -> str:

@@ -29,14 +29,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mirror.config import ConfigError, parse_listen
+from mirror.config import ConfigError, parse_listen, size_setting
 from p2p.auth import read_secret_file
 from p2p.scheduler import SchedulerConfig
 from p2p.swarm import SwarmConfig
 
 _NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 _NODE_KEYS = {
     "trackers",
@@ -87,20 +85,6 @@ class TrackerConfig:
     port: int = 7000
     secret: bytes | None = field(default=None, repr=False)
     scheduler: SchedulerConfig = SchedulerConfig()
-
-
-def parse_size(text: object, what: str) -> int:
-    """`4194304`, `4MiB`, `100M`, `1.5G` -> bytes (binary multiples)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value: float = text
-    else:
-        match = _SIZE_RE.fullmatch(str(text).strip())
-        if match is None:
-            raise ConfigError(f"{what}: not a size: {text!r} (use e.g. 4MiB, 100M)")
-        value = float(match[1]) * _UNITS[match[2].upper()]
-    if value < 1:
-        raise ConfigError(f"{what}: must be positive, got {text!r}")
-    return int(value)
 
 
 def section(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,8 +146,8 @@ def node_config(
         swarm = replace(swarm, concurrency=int(_positive(data["concurrency"], "p2p.concurrency")))
     return replace(
         config,
-        piece_size=None if pieces is None else parse_size(pieces, "piece size"),
-        upload_limit=None if limit is None else parse_size(limit, "upload limit"),
+        piece_size=None if pieces is None else size_setting(pieces, "piece size"),
+        upload_limit=None if limit is None else size_setting(limit, "upload limit"),
         heartbeat_interval=config.heartbeat_interval if heartbeat is None else _positive(heartbeat, "heartbeat"),
         swarm=swarm,
     )
@@ -192,7 +176,7 @@ def tracker_config(
     scheduler = SchedulerConfig(
         node_ttl=defaults.node_ttl if ttl is None else _positive(ttl, "node ttl"),
         stall_timeout=defaults.stall_timeout if stall is None else _positive(stall, "stall timeout"),
-        piece_size=None if pieces is None else parse_size(pieces, "piece size"),
+        piece_size=None if pieces is None else size_setting(pieces, "piece size"),
     )
     return TrackerConfig(host, port, _secret(secret_file, data), scheduler)
 

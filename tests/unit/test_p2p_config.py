@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mirror.config import ConfigError
-from p2p.config import default_advertise, node_config, parse_size, section, tracker_config
+from mirror.config import ConfigError, size_setting
+from p2p.config import default_advertise, node_config, section, tracker_config
 
 
 def test_no_tracker_means_no_p2p() -> None:
@@ -112,10 +112,10 @@ def test_tracker_config_from_flags_and_file() -> None:
     ("text", "size"), [(4194304, 4194304), ("4194304", 4194304), ("4MiB", 4 << 20), ("1.5k", 1536), ("2 GB", 2 << 30)]
 )
 def test_sizes(text: object, size: int) -> None:
-    assert parse_size(text, "x") == size
+    assert size_setting(text, "x") == size
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "4 XB", "", True])
 def test_bad_sizes(text: object) -> None:
     with pytest.raises(ConfigError):
-        parse_size(text, "x")
+        size_setting(text, "x")
