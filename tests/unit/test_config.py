@@ -109,3 +109,17 @@ def test_cli_reports_one_line_errors(args: list[str], tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("shoal serve: error:"), proc.stderr
+
+
+def test_example_config_loads(tmp_path: Path) -> None:
+    secret = tmp_path / "harbor"
+    secret.write_text("robot-token\n")
+    example = (Path(__file__).parents[2] / "config" / "shoal.yaml").read_text()
+    path = tmp_path / "shoal.yaml"
+    path.write_text(example.replace("/run/secrets/harbor", str(secret)))
+    cfg = mirror_config_from(load_yaml(path))
+    harbor, hub = cfg.upstreams_for("docker.io")
+    assert harbor.path_prefix == "dockerhub-proxy" and harbor.credentials is not None
+    assert harbor.credentials.username == "robot$puller" and harbor.credentials.password == "robot-token"
+    assert hub.url == "https://registry-1.docker.io"
+    assert cfg.upstreams_for("quay.io") and not cfg.upstreams_for("evil.example")
