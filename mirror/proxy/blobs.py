@@ -15,13 +15,15 @@ import aiohttp
 from mirror import metrics
 from mirror.oci.errors import BlobUnknown, Unavailable
 from mirror.oci.reference import Digest
-from mirror.proxy.inflight import Download, InflightTable
+from mirror.proxy.crossproc import DigestLock, ForeignDownload
+from mirror.proxy.inflight import Download, Followable, InflightTable
 from mirror.proxy.peers import PeerSource
 from mirror.store.files import FileStore, IntegrityError
 from mirror.store.quota import CacheQuota
 from mirror.upstream.client import UpstreamClient
 
 log = logging.getLogger("shoal.blobs")
+_BLOB_HIT = metrics.CACHE.labels("blob", "hit")
 
 
 @dataclass(slots=True)
@@ -38,7 +40,8 @@ class FollowedBlob:
     """A blob still downloading; ``fd`` reads its temp file, the download says how far it may be read."""
 
     fd: int
-    download: Download
+    download: Followable
+    on_close: Callable[[], None] | None = None  # when the response is done with it
 
     def readable(self) -> int:
         """Bytes on disk from offset 0, verified or not (peers check pieces against piece hashes)."""
@@ -80,7 +83,7 @@ class BlobService:
         """The blob from cache, or a handle on its (possibly new) download once its size is known."""
         hit = self.cached(digest)
         if hit:
-            metrics.CACHE.labels("blob", "hit").inc()
+            _BLOB_HIT.inc()
             if self.quota is not None:
                 self.quota.touch(str(digest))
             return hit
@@ -89,7 +92,14 @@ class BlobService:
         if download is None:
             metrics.CACHE.labels("blob", "miss").inc()
             self._refuse_if_offline()
-            download = self.inflight.start(key, lambda d: self._fetch(d, registry, repository, digest))
+            claim = DigestLock.try_acquire(self.store.tmp_dir, digest.hex)
+            if isinstance(claim, ForeignDownload):  # another worker process is fetching it
+                return await self._follow_foreign(claim, digest)
+            hit = self.cached(digest)  # committed by another worker just before we took the lock
+            if hit:
+                claim.release()
+                return hit
+            download = self.inflight.start(key, lambda d: self._fetch(d, registry, repository, digest, claim))
         else:
             metrics.CACHE.labels("blob", "joined").inc()
         await download.started  # raises the fetch's error for every waiter when nothing could be fetched
@@ -101,6 +111,16 @@ class BlobService:
         if hit is None:
             raise Unavailable("blob vanished from the cache right after download")
         return hit
+
+    async def _follow_foreign(self, foreign: ForeignDownload, digest: Digest) -> CachedBlob | FollowedBlob:
+        metrics.CACHE.labels("blob", "joined").inc()
+        foreign.final_path = self.store.blob_path(digest)
+        try:
+            await foreign.begun()
+            return FollowedBlob(foreign.attach(), foreign, foreign.close)
+        except BaseException:
+            foreign.close()
+            raise
 
     def open_local(self, digest: Digest) -> CachedBlob | FollowedBlob | None:
         """The blob if this node has it, committed or still downloading; never starts a fetch (peer serving)."""
@@ -158,7 +178,9 @@ class BlobService:
         if self.offline:
             raise BlobUnknown("not cached, and this mirror is offline")
 
-    async def _fetch(self, download: Download, registry: str, repository: str, digest: Digest) -> None:
+    async def _fetch(
+        self, download: Download, registry: str, repository: str, digest: Digest, claim: DigestLock
+    ) -> None:
         metrics.INFLIGHT.inc()
         writer = None
         try:
@@ -166,18 +188,20 @@ class BlobService:
             try:
                 writer = self.store.blob_writer(digest, source.size)
                 download.begin(writer.path, source.size, source.name, source.kind)
+                claim.publish(writer.path, source.size)
                 async for chunk in source.stream:
                     await writer.write(chunk)
                     metrics.UPSTREAM_BYTES.labels(source.name).inc(len(chunk))
                     await download.advance(len(chunk))
                     if self.peers is not None:
                         self.peers.progress(digest, source.size, download.received)
-                await writer.commit()
+                await writer.verify()
             finally:
                 source.release()
+            await download.finish()  # verified: clients get their last bytes now, not after the fsync
+            await writer.persist()  # still in the in-flight table, so nobody starts a second download
             if self.peers is not None:
                 self.peers.holding(digest, writer.size)
-            await download.finish()
             if self.quota is not None:
                 try:
                     await self.quota.added(str(digest), writer.size)
@@ -196,10 +220,12 @@ class BlobService:
             elif isinstance(exc, aiohttp.ClientError | TimeoutError):
                 log.warning("download of %s failed: %r", digest, exc)
                 exc = Unavailable(f"upstream transfer failed: {type(exc).__name__}")
+            claim.fail(exc)
             await download.finish(exc)
             if not isinstance(exc, Exception):
                 raise
         finally:
+            claim.release()
             metrics.INFLIGHT.dec()
 
     async def _source(self, registry: str, repository: str, digest: Digest) -> _Source:

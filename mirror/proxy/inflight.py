@@ -12,6 +12,21 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
+
+
+class Followable(Protocol):
+    """What a client response needs from a download: this process's own, or another worker's."""
+
+    size: int | None
+    received: int
+    done: bool
+    source: str
+    upstream: str
+
+    async def wait_sendable(self, offset: int) -> int: ...
+
+    async def wait_received(self, offset: int) -> None: ...
 
 
 class Download:
@@ -102,7 +117,7 @@ class InflightTable:
 
     def __init__(self) -> None:
         self._downloads: dict[str, Download] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], Download] = {}
 
     def get(self, digest: str) -> Download | None:
         return self._downloads.get(digest)
@@ -123,11 +138,18 @@ class InflightTable:
                 download.close()
 
         task = asyncio.get_running_loop().create_task(runner(), name=f"download {digest[:19]}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = download
+        task.add_done_callback(lambda t: self._tasks.pop(t, None))
         return download
 
-    async def shutdown(self) -> None:
-        for task in list(self._tasks):
+    async def shutdown(self, grace: float = 10.0) -> None:
+        """Cancel downloads still receiving; let verified ones finish writing to disk (up to ``grace``)."""
+        persisting = [t for t, d in self._tasks.items() if d.done]
+        for task, download in self._tasks.items():
+            if not download.done:
+                task.cancel()
+        if persisting:
+            await asyncio.wait(persisting, timeout=grace)
+        for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

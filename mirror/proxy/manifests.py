@@ -33,6 +33,8 @@ from mirror.upstream.client import UpstreamClient
 log = logging.getLogger("shoal.manifests")
 
 T = TypeVar("T")
+_TAG_HIT = metrics.CACHE.labels("tag", "hit")
+_MANIFEST_HIT = metrics.CACHE.labels("manifest", "hit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,10 @@ class ManifestService:
             return await self.by_digest(registry, repository, ref.digest)
         assert ref.tag is not None
         key = TagKey(registry, repository, ref.tag, mediatypes.accept_key(accepted))
+        entry = self.tags.cached(key)
+        if entry is not None and (self.offline or self._clock() - entry.fetched_at < self.tag_ttl):
+            _TAG_HIT.inc()  # the hot path: fresh tag, no single-flight bookkeeping
+            return await self._from_entry(key, entry)
         return await self._flights.do(key, lambda: self._by_tag(key, accepted))
 
     # by digest ---------------------------------------------------------------------------------------
@@ -140,7 +146,7 @@ class ManifestService:
             if item is not None:
                 self.memory.put(str(digest), item)
         if item is not None:
-            metrics.CACHE.labels("manifest", "hit").inc()
+            _MANIFEST_HIT.inc()
             return Manifest(digest, item.media_type, item.body, "cache")
         metrics.CACHE.labels("manifest", "miss").inc()
         if self.offline:
@@ -152,10 +158,10 @@ class ManifestService:
     # by tag ------------------------------------------------------------------------------------------
 
     async def _by_tag(self, key: TagKey, accepted: tuple[str, ...]) -> Manifest:
-        entry = await asyncio.to_thread(self.tags.get, key)
+        entry = self.tags.cached(key) or await asyncio.to_thread(self.tags.get, key)
         now = self._clock()
         if entry is not None and (self.offline or now - entry.fetched_at < self.tag_ttl):
-            metrics.CACHE.labels("tag", "hit").inc()
+            _TAG_HIT.inc()
             return await self._from_entry(key, entry)
         if entry is None and self.offline:
             entry = await self._any_variant(key, accepted)

@@ -23,18 +23,17 @@ from mirror.proxy.manifests import ManifestService
 from mirror.proxy.peers import PeerSource
 from mirror.server import admin
 from mirror.server.blob_response import BlobStream
-from mirror.server.observe import INFO, RequestInfo
+from mirror.server.observe import INFO, AccessLog, RequestInfo
 from mirror.server.registry_api import API_VERSION, RegistryAPI
 from mirror.store.files import FileStore
 from mirror.store.quota import CacheQuota
 from mirror.store.tags import TagStore
 from mirror.upstream.client import UpstreamClient
 
-access_log = logging.getLogger("shoal.access")
 log = logging.getLogger("shoal")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-LOG_ACCESS = web.AppKey("log_access", bool)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)
 
 
 class Services:
@@ -66,9 +65,6 @@ class Services:
         return self.manifests.closure(parse_image(pin) for pin in self.config.pins)
 
     async def start(self) -> None:
-        removed = self.store.clean_temp()
-        if removed:
-            log.info("removed %d interrupted downloads from %s", removed, self.store.tmp_dir)
         if self.quota is not None:
             await asyncio.to_thread(self.quota.load)
             log.info("cache holds %d bytes of blobs (limit %d)", self.quota.total, self.quota.max_bytes)
@@ -116,18 +112,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.REQUESTS.labels(info.route, str(status)).inc()
         if sent and info.source != "-":
             metrics.BYTES_SERVED.labels(info.source).inc(sent)
-        if request.app.get(LOG_ACCESS, True):
-            access_log.info(
-                "%s %s %d %d source=%s upstream=%s %.1fms%s",
-                request.method,
-                request.path_qs,
-                status,
-                sent,
-                info.source,
-                info.upstream,
-                (time.perf_counter() - started) * 1000,
-                f" {info.outcome}" if info.outcome else "",
-            )
+        access = request.app.get(ACCESS_LOG)
+        if access is not None:
+            ms = (time.perf_counter() - started) * 1000
+            access.write(request.method, request.path_qs, status, sent, info, ms)
 
 
 def _http_error(exc: web.HTTPException) -> RegistryError:
@@ -146,7 +134,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
 def make_app(services: Services) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=1024)
     app[SERVICES] = services
-    app[LOG_ACCESS] = services.config.access_log
+    access = AccessLog() if services.config.access_log else None
+    if access is not None:
+        app[ACCESS_LOG] = access
     RegistryAPI(services.config, services.manifests, services.blobs, services.upstream).register(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
@@ -157,6 +147,8 @@ def make_app(services: Services) -> web.Application:
 
     async def on_cleanup(app: web.Application) -> None:
         await services.close()
+        if access is not None:
+            access.flush()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

@@ -19,7 +19,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from mirror.oci.errors import RegistryError
 from mirror.oci.ranges import ByteRange
-from mirror.proxy.inflight import Download
+from mirror.proxy.inflight import Followable
 
 _COPY_CHUNK = 1 << 20
 log = logging.getLogger("shoal.blobs")
@@ -51,7 +51,7 @@ class BlobStream(web.StreamResponse):
         fd: int,
         offset: int,
         count: int,
-        download: Download | None = None,
+        download: Followable | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(status=status, headers=headers)

@@ -102,6 +102,8 @@ class RegistryAPI:
             return await self._blob_response(request, digest, blob)
         except BaseException:
             os.close(blob.fd)
+            if isinstance(blob, FollowedBlob) and blob.on_close is not None:
+                blob.on_close()
             raise
 
     async def _blob_response(
@@ -111,7 +113,10 @@ class RegistryAPI:
             size, download, request[INFO].source = blob.size, None, "cache"
         else:
             download = blob.download
-            request[INFO].source, request[INFO].upstream = download.source, download.upstream
+            if download.done:  # verified and on disk, only the rename is pending: a cache hit
+                request[INFO].source = "cache"
+            else:
+                request[INFO].source, request[INFO].upstream = download.source, download.upstream
             if download.size is None:  # upstream sent no length: follow the download to its end first
                 await download.wait_sendable(1 << 62)
             size = download.size if download.size is not None else download.received
@@ -120,7 +125,7 @@ class RegistryAPI:
             await download.wait_received(rng.start)
         status, headers = blob_headers(digest, size, rng)
         offset, count = (rng.start, rng.length) if rng else (0, size)
-        on_close = None
+        on_close = blob.on_close if isinstance(blob, FollowedBlob) else None
         quota = self.blobs.quota
         if quota is not None and download is None:  # never evict a blob while it is being read
             quota.acquire(digest)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from mirror.config import MirrorConfig
 from mirror.server.app import Services, make_app
+from mirror.store.files import FileStore
 
 log = logging.getLogger("shoal")
 
@@ -69,6 +70,10 @@ def _run_one(cfg: MirrorConfig, sock: socket.socket, offline: bool, plugins: Seq
 
 def serve(cfg: MirrorConfig, sock: socket.socket, offline: bool = False, plugins: Sequence[MirrorPlugin] = ()) -> int:
     """Serve until SIGTERM/SIGINT; with ``workers > 1`` forked processes accept on the same socket."""
+    # Once, before any worker runs: a worker cleaning later could delete another's download in progress.
+    removed = FileStore(cfg.cache_dir).clean_temp()
+    if removed:
+        log.info("removed %d leftovers of interrupted downloads from %s", removed, cfg.cache_dir / "tmp")
     if cfg.workers == 1:
         _run_one(cfg, sock, offline, plugins)
         return 0

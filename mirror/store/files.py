@@ -68,13 +68,23 @@ class BlobWriter:
         await asyncio.get_running_loop().run_in_executor(None, self._write_sync, data)
         self.size += len(data)
 
-    def _commit_sync(self) -> None:
+    def _verify_sync(self) -> None:
         try:
             if self.expected_size is not None and self.size != self.expected_size:
                 raise IntegrityError(f"{self.digest}: got {self.size} bytes, expected {self.expected_size}")
             actual = self._hash.hexdigest()
             if actual != self.digest.hex:
                 raise IntegrityError(f"{self.digest}: content hashes to {self.digest.algorithm}:{actual}")
+        except BaseException:
+            self._discard_sync()
+            raise
+
+    async def verify(self) -> None:
+        """Check size and digest; the temp file is discarded on a mismatch. Nothing is visible yet."""
+        await asyncio.get_running_loop().run_in_executor(None, self._verify_sync)
+
+    def _persist_sync(self) -> None:
+        try:
             os.fsync(self._fd)
             self.final_path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.path, self.final_path)
@@ -84,8 +94,14 @@ class BlobWriter:
         finally:
             self._close()
 
+    async def persist(self) -> None:
+        """fsync and rename into place: the blob becomes visible in the cache. Call after :meth:`verify`."""
+        await asyncio.get_running_loop().run_in_executor(None, self._persist_sync)
+
     async def commit(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._commit_sync)
+        """verify, then persist."""
+        await self.verify()
+        await self.persist()
 
     def _close(self) -> None:
         if not self._closed:

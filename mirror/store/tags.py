@@ -42,6 +42,10 @@ class TagStore:
     def _path(self, key: TagKey) -> Path:
         return self.root / key.registry / key.repository / "_tags" / key.tag / f"{key.accept_key}.json"
 
+    def cached(self, key: TagKey) -> TagEntry | None:
+        """From memory only: the hot path, no disk."""
+        return self._memory.get(key)
+
     def get(self, key: TagKey) -> TagEntry | None:
         entry = self._memory.get(key)
         if entry is None:

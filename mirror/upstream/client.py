@@ -95,6 +95,7 @@ class UpstreamClient:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=300),
                 auto_decompress=False,  # blobs are stored byte-exact
+                read_bufsize=1 << 20,  # large batches: one hash+write thread hop per MiB, not per 64 KiB
                 headers={"User-Agent": "shoal/0.1", "Accept-Encoding": "identity"},
             )
         return self._session

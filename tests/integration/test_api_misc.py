@@ -11,7 +11,7 @@ from bench.lab import Registry, ShoalServer
 from bench.lab.images import push
 
 from .conftest import UpstreamImages
-from .helpers import raw_request
+from .helpers import raw_request, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,11 @@ def test_referrers_unsupported_upstream_is_a_clean_404(shoal: ShoalServer, upstr
 def test_metrics_count_requests_sources_and_upstreams(shoal: ShoalServer, upstream_images: UpstreamImages) -> None:
     image = upstream_images.single
     layer = image.info.layers[0]
-    for _ in range(2):
-        assert raw_request(shoal.host, "GET", f"/v2/{image.repo}/blobs/{layer.digest}").status == 200
+    path = f"/v2/{image.repo}/blobs/{layer.digest}"
+    assert raw_request(shoal.host, "GET", path).status == 200
+    cached = shoal.cache_dir / "blobs" / "sha256" / layer.digest[7:9] / layer.digest[7:]
+    assert wait_until(cached.exists)  # visible right after the response: verified first, fsynced after
+    assert raw_request(shoal.host, "GET", path).status == 200
     text = raw_request(shoal.host, "GET", "/metrics").body.decode()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 
 import aiohttp
 import pytest
 
 from bench.lab import Registry, ShoalServer
 
-from .conftest import UpstreamImages
+from .conftest import ShoalFactory, UpstreamImages
 from .helpers import TIMEOUT, blob_path_re, raw_request, sha256, wait_until
 
 pytestmark = pytest.mark.integration
@@ -118,3 +120,29 @@ async def test_blob_is_cached_when_the_client_hangs_up(
     gets = [e for e in upstream.requests(since=mark) if e.method == "GET" and e.path == path]
     assert len(gets) == 1, gets
     assert gets[0].size == layer.size
+
+
+def test_workers_share_one_download_per_digest(
+    start_shoal: ShoalFactory, upstream: Registry, upstream_images: UpstreamImages
+) -> None:
+    """--workers 2: clients land on both processes (SO_REUSEPORT); still one upstream GET, every body right."""
+    import concurrent.futures
+    import urllib.request
+
+    image = upstream_images.big
+    layer = max(image.info.layers, key=lambda d: d.size)
+    shoal = start_shoal("--upstream", f"docker.io={upstream.url}", "--workers", "2")
+    mark = upstream.mark()
+
+    def fetch(_: int) -> str:
+        url = f"{shoal.url}/v2/{image.repo}/blobs/{layer.digest}"
+        with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - loopback
+            return "sha256:" + hashlib.sha256(resp.read()).hexdigest()
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        assert set(pool.map(fetch, range(12))) == {layer.digest}
+    upstream.wait_quiet()
+    assert upstream.count("GET", blob_path_re(image.repo, layer.digest), since=mark) == 1
+    log = shoal.log_text()
+    assert len(set(re.findall(r"shoal mirror pid (\d+)", log))) == 2
+    assert "upstream=other-worker" in log  # some clients followed the other process's download

@@ -31,6 +31,14 @@ class Env:
     def cached(self, digest: str) -> bool:
         return self.services.store.blob_size(Digest.parse(digest)) is not None
 
+    async def eventually_cached(self, digest: str) -> bool:
+        """A blob becomes visible just after its response completes (verified first, fsynced after)."""
+        for _ in range(100):
+            if self.cached(digest):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
 
 async def _env(tmp_path: Path, hostile: Hostile, **kw: object) -> AsyncIterator[Env]:
     runners = await start_hostile(hostile)
@@ -66,7 +74,7 @@ async def test_bad_blob_bytes_are_never_completed_nor_cached(env: Env, fault: st
     env.hostile.behaviour = Behaviour()
     status, headers, body = await env.get(f"/v2/app/blobs/{digest}")
     assert status == 200 and body == data and headers["Docker-Content-Digest"] == digest
-    assert env.cached(digest)
+    assert await env.eventually_cached(digest)
     assert env.hostile.hits[f"GET /v2/library/app/blobs/{digest}"] == 2
 
 
@@ -98,11 +106,7 @@ async def test_client_hanging_up_does_not_cancel_the_download(env: Env) -> None:
     async with env.client.get(f"{env.url}/v2/app/blobs/{digest}") as resp:
         await resp.content.readexactly(1000)
     env.hostile.release.set()
-    for _ in range(100):
-        if env.cached(digest):
-            break
-        await asyncio.sleep(0.05)
-    assert env.cached(digest)
+    assert await env.eventually_cached(digest)
     status, _, body = await env.get(f"/v2/app/blobs/{digest}")
     assert status == 200 and hashlib.sha256(body).hexdigest() == digest.split(":")[1]
     assert env.hostile.hits[f"GET /v2/library/app/blobs/{digest}"] == 1
