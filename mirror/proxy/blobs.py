@@ -6,7 +6,9 @@ download that writes (and hashes) into a temp file; every client that wants the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -18,12 +20,13 @@ from mirror.oci.reference import Digest
 from mirror.proxy.crossproc import DigestLock, ForeignDownload
 from mirror.proxy.inflight import Download, Followable, InflightTable
 from mirror.proxy.peers import PeerSource
-from mirror.store.files import FileStore, IntegrityError
+from mirror.store.files import BlobWriter, FileStore, IntegrityError
 from mirror.store.quota import CacheQuota
 from mirror.upstream.client import UpstreamClient
 
 log = logging.getLogger("shoal.blobs")
 _BLOB_HIT = metrics.CACHE.labels("blob", "hit")
+_AHEAD = 8 << 20  # bytes received but not yet written before receiving waits for the disk
 
 
 @dataclass(slots=True)
@@ -146,7 +149,7 @@ class BlobService:
             if resp.status != 206 and start != 0:
                 raise Unavailable(f"upstream {resp.upstream.name} ignored the Range request")
             want, got = end - start + 1, 0
-            async for chunk in _batches(resp.response.content):
+            async for chunk in _chunks(resp.response.content):
                 chunk = chunk[: want - got]
                 got += len(chunk)
                 yield chunk
@@ -184,21 +187,20 @@ class BlobService:
         metrics.INFLIGHT.inc()
         writer = None
         try:
+            started = time.perf_counter()
             source = await self._source(registry, repository, digest)
+            headers_at = time.perf_counter()
             try:
                 writer = self.store.blob_writer(digest, source.size)
                 download.begin(writer.path, source.size, source.name, source.kind)
                 claim.publish(writer.path, source.size)
-                async for chunk in source.stream:
-                    await writer.write(chunk)
-                    metrics.UPSTREAM_BYTES.labels(source.name).inc(len(chunk))
-                    await download.advance(len(chunk))
-                    if self.peers is not None:
-                        self.peers.progress(digest, source.size, download.received)
+                await self._ingest(source, writer, download, digest)
+                received_at = time.perf_counter()
                 await writer.verify()
             finally:
                 source.release()
             await download.finish()  # verified: clients get their last bytes now, not after the fsync
+            verified_at = time.perf_counter()
             await writer.persist()  # still in the in-flight table, so nobody starts a second download
             if self.peers is not None:
                 self.peers.holding(digest, writer.size)
@@ -207,7 +209,16 @@ class BlobService:
                     await self.quota.added(str(digest), writer.size)
                 except Exception:
                     log.exception("cache eviction failed")
-            log.info("cached %s (%d bytes) from %s", digest, writer.size, source.name)
+            log.info(
+                "cached %s (%d bytes) from %s: headers %.3fs, body %.3fs, verify %.3fs, fsync %.3fs",
+                digest,
+                writer.size,
+                source.name,
+                headers_at - started,
+                received_at - headers_at,
+                verified_at - received_at,
+                time.perf_counter() - verified_at,
+            )
         except BaseException as exc:
             if writer is not None:
                 writer.discard()
@@ -228,6 +239,50 @@ class BlobService:
             claim.release()
             metrics.INFLIGHT.dec()
 
+    async def _ingest(self, source: _Source, writer: BlobWriter, download: Download, digest: Digest) -> None:
+        """Receive into the writer with one hash+write batch in threads while the next chunks arrive.
+
+        Waiting for each thread hop before reading on would leave the socket idle half the time; instead the
+        loop keeps reading and only waits once ``_AHEAD`` bytes are queued behind the batch being written.
+        Progress is reported the moment a batch is on disk, so clients get bytes even while upstream stalls.
+        """
+        upstream_bytes = metrics.UPSTREAM_BYTES.labels(source.name)
+
+        def written(future: asyncio.Future[int]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return  # raised where the future is awaited
+            n = future.result()
+            upstream_bytes.inc(n)
+            download.advance(n)
+            if self.peers is not None:
+                self.peers.progress(digest, source.size, download.received)
+
+        def submit(chunks: list[bytes]) -> asyncio.Future[int]:
+            future = writer.submit(chunks)
+            future.add_done_callback(written)
+            return future
+
+        pending: asyncio.Future[int] | None = None
+        batch: list[bytes] = []
+        queued = 0
+        try:
+            async for chunk in source.stream:
+                batch.append(chunk)
+                queued += len(chunk)
+                if pending is not None and (pending.done() or queued >= _AHEAD):
+                    await pending
+                    pending = None
+                if pending is None:
+                    pending, batch, queued = submit(batch), [], 0
+            if pending is not None:
+                await pending
+                pending = None
+            if batch:
+                await submit(batch)
+        finally:
+            if pending is not None:  # failed midway: let the threads finish before the file is discarded
+                await asyncio.gather(pending, return_exceptions=True)
+
     async def _source(self, registry: str, repository: str, digest: Digest) -> _Source:
         if self.peers is not None:
             try:
@@ -240,14 +295,10 @@ class BlobService:
         resp = await self.upstream.request(registry, repository, f"blobs/{digest}", not_found=BlobUnknown)
         length = resp.headers.get("Content-Length")
         size = int(length) if length and length.isdigit() else None
-        return _Source(size, _batches(resp.response.content), "upstream", resp.upstream.name, resp.release)
+        return _Source(size, _chunks(resp.response.content), "upstream", resp.upstream.name, resp.release)
 
 
-async def _batches(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """Whatever has arrived, coalesced: one thread hop per batch rather than per 64 KiB read."""
-    while True:
-        chunk = await content.readany()
-        if not chunk:
-            return
-        more = content.read_nowait(-1)
-        yield chunk + more if more else chunk
+async def _chunks(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Chunks as they arrive, uncopied (the ingest pipeline batches them)."""
+    while chunk := await content.readany():
+        yield chunk

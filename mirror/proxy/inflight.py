@@ -39,8 +39,9 @@ class Download:
         self.source = "upstream"
         self.upstream = ""
         self._read_fd: int | None = None
-        self._changed = asyncio.Condition()
-        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._changed: asyncio.Future[None] = self._loop.create_future()  # resolved, then replaced, on news
+        self.started: asyncio.Future[None] = self._loop.create_future()
 
     # writer side ---------------------------------------------------------------------------------------
 
@@ -51,10 +52,20 @@ class Download:
         if not self.started.done():
             self.started.set_result(None)
 
-    async def advance(self, n: int) -> None:
+    def advance(self, n: int) -> None:
+        """``n`` more bytes are on disk (synchronous: callable from a write's done-callback)."""
         self.received += n
-        async with self._changed:
-            self._changed.notify_all()
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, self._loop.create_future()
+        changed.set_result(None)
+
+    async def _wait(self, ready: Callable[[], bool]) -> None:
+        while not (self.error is not None or self.done or ready()):
+            await asyncio.wait({self._changed})  # not `await`: a cancelled waiter must not cancel the others
+        if self.error is not None:
+            raise self.error
 
     async def finish(self, error: BaseException | None = None) -> None:
         if error is None:
@@ -65,8 +76,7 @@ class Download:
             if not self.started.done():
                 self.started.set_exception(error)
                 self.started.exception()  # retrieved: a waiter may not exist
-        async with self._changed:
-            self._changed.notify_all()
+        self._notify()
 
     def close(self) -> None:
         if self._read_fd is not None:
@@ -98,18 +108,12 @@ class Download:
 
     async def wait_sendable(self, offset: int) -> int:
         """Wait until more than ``offset`` bytes may be sent; raises the download's error if it failed."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.error is not None or self.done or self.sendable() > offset)
-        if self.error is not None:
-            raise self.error
+        await self._wait(lambda: self.sendable() > offset)
         return self.sendable()
 
     async def wait_received(self, offset: int) -> None:
         """Wait until byte ``offset`` has arrived (Range requests served from what has arrived)."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.error is not None or self.done or self.received > offset)
-        if self.error is not None:
-            raise self.error
+        await self._wait(lambda: self.received > offset)
 
 
 class InflightTable:

@@ -55,18 +55,40 @@ class BlobWriter:
         self.size = 0
         self._closed = False
 
-    def _write_sync(self, data: bytes) -> None:
-        self._hash.update(data)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+    def _hash_sync(self, chunks: list[bytes]) -> None:
+        for data in chunks:
+            self._hash.update(data)
+
+    def _write_sync(self, chunks: list[bytes], offset: int) -> None:
+        for data in chunks:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self._fd, view, offset)
+                view, offset = view[written:], offset + written
+
+    def submit(self, chunks: list[bytes]) -> asyncio.Future[int]:
+        """Hash and write ``chunks`` in two worker threads at once; the future gives the byte count once both
+        are done (the bytes are on disk and hashed).
+
+        Submissions must not overlap (wait for one before the next): hashing must see the bytes in order,
+        while the caller goes on receiving the next chunks.
+        """
+        n = sum(len(c) for c in chunks)
+        if self.expected_size is not None and self.size + n > self.expected_size:
+            raise IntegrityError(f"{self.digest}: more bytes than the expected {self.expected_size}")
+        offset, self.size = self.size, self.size + n
+        loop = asyncio.get_running_loop()
+        hashed = loop.run_in_executor(None, self._hash_sync, chunks)
+        written = loop.run_in_executor(None, self._write_sync, chunks, offset)
+
+        async def both() -> int:
+            await asyncio.gather(hashed, written)
+            return n
+
+        return asyncio.ensure_future(both())
 
     async def write(self, data: bytes) -> None:
-        if self.expected_size is not None and self.size + len(data) > self.expected_size:
-            raise IntegrityError(f"{self.digest}: more bytes than the expected {self.expected_size}")
-        await asyncio.get_running_loop().run_in_executor(None, self._write_sync, data)
-        self.size += len(data)
+        await self.submit([data])
 
     def _verify_sync(self) -> None:
         try:

@@ -12,9 +12,9 @@ async def test_last_byte_held_back_until_verified(tmp_path: Path) -> None:
     path.write_bytes(b"")
     d = Download("sha256:x")
     d.begin(path, 10, "up")
-    await d.advance(4)
+    d.advance(4)
     assert d.sendable() == 4
-    await d.advance(6)
+    d.advance(6)
     assert d.sendable() == 9  # everything arrived, but not verified yet
     waiter = asyncio.create_task(d.wait_sendable(9))
     await asyncio.sleep(0)
@@ -29,7 +29,7 @@ async def test_unknown_size_holds_back_one_byte(tmp_path: Path) -> None:
     path.write_bytes(b"")
     d = Download("sha256:x")
     d.begin(path, None, "up")
-    await d.advance(5)
+    d.advance(5)
     assert d.sendable() == 4
     await d.finish()
     assert d.sendable() == 5 and d.size == 5
