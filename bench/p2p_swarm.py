@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.lab import Registry, ShoalServer, make_image, push
-from bench.lab.ports import free_port
-from bench.lab.process import LabProcess, probe_http
+from bench.lab.process import LoopbackServer, probe_http
 from bench.lab.shoal import shoal_environment
 from bench.throttle import ThrottleProxy
 
@@ -35,23 +34,14 @@ MiB = 1 << 20
 REPO = "library/swarm"
 
 
-class TrackerServer(LabProcess):
+class TrackerServer(LoopbackServer):
     """``python -m shoal tracker --listen 127.0.0.1:PORT ARGS``; ready when ``/healthz`` answers 200."""
 
     name = "tracker"
 
     def __init__(self, workdir: Path, args: list[str] | None = None, port: int | None = None) -> None:
-        super().__init__(workdir, ready_timeout=20.0, stop_timeout=5.0)
+        super().__init__(workdir, port, ready_timeout=20.0, stop_timeout=5.0)
         self.args = list(args or [])
-        self.port = port or free_port()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "shoal", "tracker", "--listen", self.host, *self.args]

@@ -6,27 +6,17 @@ import os
 import shutil
 from pathlib import Path
 
-from bench.lab.ports import free_port
-from bench.lab.process import LabError, LabProcess, probe_http
+from bench.lab.process import LabError, LoopbackServer, probe_http
 
 
-class Nginx(LabProcess):
+class Nginx(LoopbackServer):
     name = "nginx"
 
     def __init__(self, workdir: Path, root_dir: Path, port: int | None = None, workers: int = 2) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, port)
         self.root_dir = Path(root_dir).resolve()
-        self.port = port or free_port()
         self.workers = workers
         self.config_path = self.workdir / "nginx.conf"
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     def prepare(self) -> None:
         if shutil.which("nginx") is None:

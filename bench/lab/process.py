@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from bench.lab.ports import free_port
+
 
 class LabError(RuntimeError):
     """A lab process or command did not behave."""
@@ -217,3 +219,19 @@ class LabProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class LoopbackServer(LabProcess):
+    """A lab process listening on 127.0.0.1 at ``port`` (a free one unless given)."""
+
+    def __init__(self, workdir: Path, port: int | None = None, **timeouts: float) -> None:
+        super().__init__(workdir, **timeouts)
+        self.port = port or free_port()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"

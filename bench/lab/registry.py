@@ -18,8 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.lab.ports import free_port
-from bench.lab.process import LabError, LabProcess, probe_http
+from bench.lab.process import LabError, LoopbackServer, probe_http
 
 _ACCESS_LINE = re.compile(
     r'^\S+ \S+ \S+ \[[^\]]*\] "(?P<method>[A-Z]+) (?P<target>\S+) [^"]*" (?P<status>\d{3}) (?P<size>\d+|-)'
@@ -50,7 +49,7 @@ def parse_access_log(text: str) -> list[AccessEntry]:
     return entries
 
 
-class Registry(LabProcess):
+class Registry(LoopbackServer):
     """``docker-registry serve`` with filesystem storage under ``workdir/data``.
 
     With ``proxy_remote_url`` it runs as a pull-through cache of that registry. ``htpasswd`` is
@@ -68,20 +67,11 @@ class Registry(LabProcess):
         *,
         ready_timeout: float = 20.0,
     ) -> None:
-        super().__init__(workdir, ready_timeout=ready_timeout)
-        self.port = port or free_port()
+        super().__init__(workdir, port, ready_timeout=ready_timeout)
         self.proxy_remote_url = proxy_remote_url
         self.htpasswd = htpasswd
         self.config_path = self.workdir / "config.yml"
         self.data_dir = self.workdir / "data"
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     def prepare(self) -> None:
         if shutil.which("docker-registry") is None:

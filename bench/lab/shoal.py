@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.lab.ports import free_port
-from bench.lab.process import LabProcess, probe_http, run
+from bench.lab.process import LoopbackServer, probe_http, run
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +24,7 @@ def shoal_cli(*args: str, timeout: float = 30.0, check: bool = True) -> subproce
     return run([sys.executable, "-m", "shoal", *args], timeout=timeout, env=shoal_environment(), check=check)
 
 
-class ShoalServer(LabProcess):
+class ShoalServer(LoopbackServer):
     """``python -m shoal serve --listen 127.0.0.1:PORT --cache-dir WORKDIR/cache ARGS``.
 
     Ready when ``GET /healthz`` answers 200. The repository root is put on ``PYTHONPATH`` so an
@@ -44,19 +43,10 @@ class ShoalServer(LabProcess):
         ready_timeout: float = 20.0,
         stop_timeout: float = 10.0,
     ) -> None:
-        super().__init__(workdir, ready_timeout=ready_timeout, stop_timeout=stop_timeout)
+        super().__init__(workdir, port, ready_timeout=ready_timeout, stop_timeout=stop_timeout)
         self.args = list(args or [])
-        self.port = port or free_port()
         self.cache_dir = self.workdir / "cache"
         self.extra_env = dict(env or {})
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     def command(self) -> list[str]:
         return [
