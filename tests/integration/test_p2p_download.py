@@ -29,6 +29,7 @@ from p2p.pieces import PieceHasher, PieceLayout
 from p2p.ratelimit import TokenBucket
 from p2p.scheduler import Plan
 from p2p.swarm import BanList, SwarmConfig
+from tests.integration.helpers import serving as serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -263,15 +264,8 @@ async def piece_server(tmp_path: Path, local: str, limiter: TokenBucket | None =
 
     app = web.Application()
     PieceServer(Blobs(), SECRET, limiter).register(app)  # type: ignore[arg-type]
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 async def get_piece(session: aiohttp.ClientSession, base: str, headers: dict[str, str]) -> tuple[int, bytes, Any]:

@@ -8,17 +8,16 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from p2p.auth import sign_headers
 from p2p.pieces import Bitfield, PieceLayout, hash_piece
 from p2p.scheduler import COMPLETE, SchedulerConfig
 from p2p.tracker import make_tracker_app, run_tracker
 from p2p.tracker_client import TrackerClient, TrackerUnavailable
+from tests.integration.helpers import serving
 
 pytestmark = pytest.mark.integration
 
@@ -35,19 +34,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
