@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.oci.errors import BlobUnknown, RegistryError, TooManyRequests, Unavailable
+from mirror.proxy.inflight import sendable_bytes
 
 _POLL = 0.005
 _META_BYTES = 4096
@@ -155,11 +156,7 @@ class ForeignDownload:
         return os.open(f"/proc/self/fd/{self._part_fd}", os.O_RDONLY | os.O_CLOEXEC)
 
     def sendable(self) -> int:
-        if self.done:
-            return self.received
-        if self.size is not None and self.received >= self.size:
-            return self.size - 1
-        return self.received if self.size is not None else max(0, self.received - 1)
+        return sendable_bytes(self.received, self.size, self.done)
 
     async def wait_sendable(self, offset: int) -> int:
         while True:

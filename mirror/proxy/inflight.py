@@ -15,6 +15,15 @@ from pathlib import Path
 from typing import Protocol
 
 
+def sendable_bytes(received: int, size: int | None, done: bool) -> int:
+    """Bytes a client may be sent now: everything once verified, else never the blob's last byte."""
+    if done:
+        return received
+    if size is None:
+        return max(0, received - 1)
+    return min(received, size - 1)
+
+
 class Followable(Protocol):
     """What a client response needs from a download: this process's own, or another worker's."""
 
@@ -99,12 +108,7 @@ class Download:
         return os.open(f"/proc/self/fd/{self._read_fd}", os.O_RDONLY | os.O_CLOEXEC)
 
     def sendable(self) -> int:
-        """Bytes a client may be sent now: everything when verified, else all but the blob's last byte."""
-        if self.done:
-            return self.received
-        if self.size is not None and self.received >= self.size:
-            return self.size - 1
-        return max(0, self.received - 1) if self.size is None else self.received
+        return sendable_bytes(self.received, self.size, self.done)
 
     async def wait_sendable(self, offset: int) -> int:
         """Wait until more than ``offset`` bytes may be sent; raises the download's error if it failed."""

@@ -128,7 +128,7 @@ class ManifestService:
         assert ref.tag is not None
         key = TagKey(registry, repository, ref.tag, mediatypes.accept_key(accepted))
         entry = self.tags.cached(key)
-        if entry is not None and (self.offline or self._clock() - entry.fetched_at < self.tag_ttl):
+        if entry is not None and self._fresh(entry, self._clock()):
             _TAG_HIT.inc()  # the hot path: fresh tag, no single-flight bookkeeping
             return await self._from_entry(key, entry)
         return await self._flights.do(key, lambda: self._by_tag(key, accepted))
@@ -160,7 +160,7 @@ class ManifestService:
     async def _by_tag(self, key: TagKey, accepted: tuple[str, ...]) -> Manifest:
         entry = self.tags.cached(key) or await asyncio.to_thread(self.tags.get, key)
         now = self._clock()
-        if entry is not None and (self.offline or now - entry.fetched_at < self.tag_ttl):
+        if entry is not None and self._fresh(entry, now):
             _TAG_HIT.inc()
             return await self._from_entry(key, entry)
         if entry is None and self.offline:
@@ -190,6 +190,10 @@ class ManifestService:
                 )
             metrics.STALE_SERVES.inc()
             return dataclasses.replace(await self._from_entry(key, stale), stale=True)
+
+    def _fresh(self, entry: TagEntry, now: float) -> bool:
+        """Trusted without asking upstream: within the TTL, or always when offline."""
+        return self.offline or now - entry.fetched_at < self.tag_ttl
 
     async def _any_variant(self, key: TagKey, accepted: tuple[str, ...]) -> TagEntry | None:
         """A resolution cached for another Accept whose media type this client accepts (upstream unreachable,

@@ -146,6 +146,7 @@ class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp_dir = root / "tmp"
+        self._blobs = f"{root}/blobs/"  # plain strings: pathlib costs ~5 us per cache hit
         for sub in ("blobs", "manifests", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -166,7 +167,7 @@ class FileStore:
     def open_blob(self, digest: Digest) -> tuple[int, int] | None:
         """An open read-only fd and its size, or None. Cheap enough to call inline on the hot path."""
         try:
-            fd = os.open(self.blob_path(digest), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(f"{self._blobs}{digest.algorithm}/{digest.hex[:2]}/{digest.hex}", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         return fd, os.fstat(fd).st_size
@@ -181,11 +182,7 @@ class FileStore:
         return BlobWriter(self.blob_path(digest), self.tmp_dir, digest, expected_size)
 
     def delete_blob(self, digest: Digest) -> bool:
-        try:
-            self.blob_path(digest).unlink()
-            return True
-        except FileNotFoundError:
-            return False
+        return _unlink(self.blob_path(digest))
 
     def iter_blobs(self) -> Iterator[tuple[Digest, Path]]:
         yield from self._iter("blobs")
@@ -222,11 +219,7 @@ class FileStore:
                 tmp.unlink()
 
     def delete_manifest(self, digest: Digest) -> bool:
-        try:
-            self.manifest_path(digest).unlink()
-            return True
-        except FileNotFoundError:
-            return False
+        return _unlink(self.manifest_path(digest))
 
     def iter_manifests(self) -> Iterator[tuple[Digest, Path]]:
         yield from self._iter("manifests")
@@ -236,3 +229,11 @@ class FileStore:
         for algo_dir in sorted(p for p in base.iterdir() if p.is_dir()):
             for path in sorted(algo_dir.glob("??/*")):
                 yield Digest(algo_dir.name, path.name), path
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False

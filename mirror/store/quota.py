@@ -44,6 +44,7 @@ class CacheQuota:
         self._lru: OrderedDict[str, int] = OrderedDict()
         self._in_use: Counter[str] = Counter()
         self._dirty: dict[str, float] = {}
+        self._children: dict[str, frozenset[str]] = {}  # manifest -> referenced digests, only touched in _evict
         self.total = 0
         self.evicted = 0
         self._lock = asyncio.Lock()
@@ -136,14 +137,7 @@ class CacheQuota:
 
     def _drop_referencing(self, blobs: set[str]) -> list[str]:
         """Delete manifests that reference any of ``blobs``, transitively up through indexes."""
-        children: dict[str, set[str]] = {}
-        for digest, _ in self.store.iter_manifests():
-            stored = self.store.read_manifest(digest)
-            if stored is None:
-                continue
-            with contextlib.suppress(RegistryError):
-                refs = parse_refs(stored.body)
-                children[str(digest)] = {str(d.digest) for d in (*refs.manifests, *refs.blobs)}
+        children = self._manifest_children()
         doomed: set[str] = set()
         frontier = set(blobs)
         while frontier:
@@ -152,7 +146,24 @@ class CacheQuota:
             frontier = hit
         for key in doomed:
             self.store.delete_manifest(Digest.parse(key))
+            self._children.pop(key, None)
         return sorted(doomed)
+
+    def _manifest_children(self) -> dict[str, frozenset[str]]:
+        """What each cached manifest references. A manifest never changes, so each is read and parsed once;
+        a cache at its limit evicts on every download and must not re-read every manifest each time."""
+        present = {str(digest) for digest, _ in self.store.iter_manifests()}
+        for gone in self._children.keys() - present:
+            del self._children[gone]
+        for key in present - self._children.keys():
+            stored = self.store.read_manifest(Digest.parse(key))
+            kids: frozenset[str] = frozenset()
+            if stored is not None:
+                with contextlib.suppress(RegistryError):
+                    refs = parse_refs(stored.body)
+                    kids = frozenset(str(d.digest) for d in (*refs.manifests, *refs.blobs))
+            self._children[key] = kids
+        return self._children
 
     # persistence ---------------------------------------------------------------------------------------
 
