@@ -209,19 +209,32 @@ async def test_falls_back_to_next_upstream_on_5xx(tmp_path: Path) -> None:
             await r.cleanup()
 
 
-async def test_unreachable_upstream_fails_fast(tmp_path: Path) -> None:
-    cfg = mirror_config(tmp_path, UpstreamConfig("http://127.0.0.1:9", connect_timeout=2))
-    shoal_runner, url, _ = await start_shoal(cfg)
+async def test_broken_upstream_fails_fast_and_the_breaker_stops_retrying(tmp_path: Path) -> None:
+    attempts = 0
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        writer.close()  # accepts, then hangs up: a broken upstream
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    shoal_runner, url, _ = await start_shoal(mirror_config(tmp_path, UpstreamConfig(f"http://127.0.0.1:{port}")))
     try:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
-            for _ in range(2):
-                loop = asyncio.get_running_loop()
-                started = loop.time()
+            first_request_attempts = 0
+            for _ in range(3):
+                started = asyncio.get_running_loop().time()
                 async with client.get(f"{url}/v2/app/manifests/v1") as resp:
-                    assert resp.status == 503
-                assert loop.time() - started < 2.5
+                    assert resp.status == 503 and (await resp.json())["errors"][0]["code"] == "UNAVAILABLE"
+                assert asyncio.get_running_loop().time() - started < 2.5
+                first_request_attempts = first_request_attempts or attempts
+        assert first_request_attempts >= 1  # (aiohttp itself retries an idempotent request once)
+        assert attempts == first_request_attempts  # then the breaker skips the upstream: no new connections
     finally:
         await shoal_runner.cleanup()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_large_manifest_in_small_chunks_and_oversized_refused(tmp_path: Path) -> None:
