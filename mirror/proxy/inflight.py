@@ -151,13 +151,10 @@ class InflightTable:
         return download
 
     async def shutdown(self, grace: float = 10.0) -> None:
-        """Cancel downloads still receiving; let verified ones finish writing to disk (up to ``grace``)."""
-        persisting = [t for t, d in self._tasks.items() if d.done]
-        for task, download in self._tasks.items():
-            if not download.done:
-                task.cancel()
-        if persisting:
-            await asyncio.wait(persisting, timeout=grace)
-        for task in self._tasks:
+        """Let downloads in progress finish (and be committed) for up to ``grace`` seconds, then cancel the
+        rest: a SIGTERM during a pull should not throw away a layer that is nearly or entirely downloaded."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -288,6 +288,7 @@ async def test_offline_serves_cache_only_and_never_connects(tmp_path: Path) -> N
             for path in ("/v2/app/manifests/v1", f"/v2/app/blobs/{layer}"):
                 async with client.get(url + path) as resp:
                     assert resp.status == 200
+                    await resp.read()
         await runner.cleanup()
         before = sum(hostile.hits.values())
         runner, url, _ = await start_shoal(cfg, offline=True)

@@ -62,3 +62,21 @@ async def test_table_runs_detached_and_forgets_finished(tmp_path: Path) -> None:
         await asyncio.sleep(0)
     assert table.get("sha256:x") is None
     await table.shutdown()
+
+
+async def test_shutdown_lets_downloads_finish_within_the_grace_then_cancels() -> None:
+    table = InflightTable()
+    finished: list[str] = []
+
+    async def quick(d: Download) -> None:
+        await asyncio.sleep(0.05)
+        finished.append(d.digest)
+
+    async def stuck(d: Download) -> None:
+        await asyncio.Event().wait()
+
+    table.start("sha256:quick", quick)
+    table.start("sha256:stuck", stuck)
+    await table.shutdown(grace=0.5)
+    assert finished == ["sha256:quick"]
+    assert len(table) == 0
